@@ -1,0 +1,177 @@
+"""HTTP ingress: FastAPI routes, request limits, @serve.batch tokenization and fan-out."""
+
+import asyncio
+from importlib import metadata
+from pathlib import Path
+
+import ray
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from ray import serve
+from ray.serve.handle import DeploymentHandle
+
+from nlpserve.pipeline import Item, Pipeline, describe
+from nlpserve.resources import checksum, minilm_version
+from nlpserve.schemas import (
+    AnalyzeRequest,
+    AnalyzeResponse,
+    BatchRequest,
+    BatchResponse,
+    IngressSettings,
+    VersionResponse,
+)
+from nlpserve.tokens import Tokenizer
+
+api = FastAPI(
+    title="nlpserve",
+    version=metadata.version("nlpserve"),
+    description="Named entities, sentiment and an extractive summary of a text, in one call.",
+)
+api.state.max_body_bytes = IngressSettings().max_body_bytes
+
+
+class RequestGuard:
+    """Rejects oversized or non-UTF-8 bodies before anything parses them, and reads every
+    POST body as JSON whatever its content type (so plain ``curl -d`` works)."""
+
+    def __init__(self, app, state) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        limit = self.state.max_body_bytes
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > limit:
+            return await self._reject(scope, receive, send, 413, f"request body is over {limit} bytes")
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            size += len(message.get("body", b""))
+            if size > limit:
+                return await self._reject(scope, receive, send, 413, f"request body is over {limit} bytes")
+            chunks.append(message.get("body", b""))
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        try:
+            body.decode("utf-8")
+        except UnicodeDecodeError as e:
+            return await self._reject(
+                scope, receive, send, 400, f"request body is not valid UTF-8 ({e.reason} at byte {e.start})"
+            )
+        headers[b"content-type"] = b"application/json"
+        scope = dict(scope, headers=list(headers.items()))
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _reject(scope, receive, send, status: int, detail: str) -> None:
+        await JSONResponse({"detail": detail}, status_code=status)(scope, receive, send)
+
+
+api.add_middleware(RequestGuard, state=api.state)
+
+
+@api.exception_handler(RequestValidationError)
+async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = exc.errors()
+    bad_json = [e for e in errors if e.get("type") == "json_invalid"]
+    if bad_json:
+        ctx = bad_json[0].get("ctx", {})
+        return JSONResponse({"detail": f"malformed JSON: {ctx.get('error', 'cannot parse body')}"}, status_code=400)
+    detail = [{k: e[k] for k in ("type", "loc", "msg") if k in e} for e in errors]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+@serve.deployment(name="Ingress")
+@serve.ingress(api)
+class Ingress:
+    def __init__(self, ner: DeploymentHandle, sentiment: DeploymentHandle, summary: DeploymentHandle) -> None:
+        self.handles = {"ner": ner, "sentiment": sentiment, "summary": summary}
+        self.tokenizer = Tokenizer()
+        self.settings = IngressSettings()
+        self.pipeline = Pipeline(
+            self.tokenizer,
+            {name: h.remote for name, h in self.handles.items()},
+            put=ray.put,
+        )
+        self._versions: dict | None = None
+        self.reconfigure({})
+
+    def reconfigure(self, config: dict) -> None:
+        self.settings = s = IngressSettings(**config)
+        self.analyze_items.set_max_batch_size(s.max_batch_size)
+        self.analyze_items.set_batch_wait_timeout_s(s.batch_wait_timeout_s)
+        self.pipeline.timeout_s = s.task_timeout_s
+        api.state.max_body_bytes = s.max_body_bytes
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def analyze_items(self, items: list[Item]) -> list[dict]:
+        return await self.pipeline.run(items)
+
+    def _check_length(self, text: str, where: str) -> None:
+        limit = self.settings.max_text_chars
+        if len(text) > limit:
+            raise HTTPException(413, f"{where} is {len(text)} characters; the limit is {limit}")
+
+    @api.post("/analyze", response_model=AnalyzeResponse, response_model_exclude_none=True)
+    async def analyze(self, request: AnalyzeRequest) -> dict:
+        self._check_length(request.text, "text")
+        return await self.analyze_items(Item(request.text, tuple(request.tasks)))
+
+    @api.post("/analyze/batch", response_model=BatchResponse, response_model_exclude_none=True)
+    async def analyze_batch(self, request: BatchRequest) -> dict:
+        limit = self.settings.max_batch_items
+        if len(request.texts) > limit:
+            raise HTTPException(413, f"batch has {len(request.texts)} texts; the limit is {limit}")
+        for i, text in enumerate(request.texts):
+            self._check_length(text, f"texts[{i}]")
+        tasks = tuple(request.tasks)
+        results = await asyncio.gather(*(self.analyze_items(Item(t, tasks)) for t in request.texts))
+        return {"results": results}
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict:
+        return {"status": "ok"}
+
+    @api.get("/version", response_model=VersionResponse)
+    async def version(self) -> dict:
+        if self._versions is None:
+            tasks, complete = {}, True
+            for name, handle in self.handles.items():
+                try:
+                    tasks[name] = await asyncio.wait_for(handle.info.remote(), self.settings.task_timeout_s)
+                except Exception as e:  # noqa: BLE001 - report, retry on the next call
+                    tasks[name] = {"error": describe(e)}
+                    complete = False
+            path = Path(self.tokenizer.path)
+            versions = {
+                "service": metadata.version("nlpserve"),
+                "tokenizer": {
+                    "name": "bert-base-uncased WordPiece (all-MiniLM-L6-v2)",
+                    "version": minilm_version(),
+                    "checksum": checksum(path / "tokenizer.json", path / "vocab.txt"),
+                },
+                "tasks": tasks,
+            }
+            if not complete:
+                return versions
+            self._versions = versions
+        return self._versions
+
+    async def stats(self) -> dict:
+        """Counters for tests and benchmarks: batches, tokenizations, puts, calls per task."""
+        return dict(self.pipeline.stats)

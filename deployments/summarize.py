@@ -1,0 +1,17 @@
+from ray import serve
+
+from deployments.base import TaskReplica
+from nlpserve.schemas import SummarySettings
+from nlpserve.summarize import ExtractiveSummarizer
+
+
+@serve.deployment(name="Summarize")
+class Summarize(TaskReplica):
+    settings = SummarySettings
+
+    def load(self) -> ExtractiveSummarizer:
+        return ExtractiveSummarizer()
+
+    def apply(self, settings: SummarySettings) -> None:
+        for key in ("ratio", "max_sentences", "max_chars", "redundancy"):
+            setattr(self.model, key, getattr(settings, key))

@@ -1,0 +1,1 @@
+"""Multi-task NLP on Ray Serve: tokenize once, fan out NER, sentiment and summarization."""

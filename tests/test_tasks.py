@@ -1,0 +1,127 @@
+"""The three task classes on the real default models, without Ray."""
+
+import numpy as np
+import pytest
+from samples import NEWS
+
+from nlpserve.encoder import Encoder
+from nlpserve.ner import SpacyNER
+from nlpserve.sentiment import SentimentModel
+from nlpserve.summarize import ExtractiveSummarizer, split_sentences
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return Encoder()
+
+
+@pytest.fixture(scope="module")
+def ner():
+    return SpacyNER()
+
+
+def test_ner_finds_org_and_person_with_offsets(tokenizer, ner):
+    b = tokenizer([NEWS])
+    ents = ner(b, [0])[0]
+    found = {(e["word"], e["entity_group"]) for e in ents}
+    assert ("Apple Inc.", "ORG") in found
+    assert ("Tim Cook", "PERSON") in found
+    assert ("Goldman Sachs", "ORG") in found
+    assert ("New York", "GPE") in found
+    for e in ents:
+        assert NEWS[e["start"] : e["end"]] == e["word"]
+        assert 0.0 <= e["score"] <= 1.0
+        assert set(e) == {"entity_group", "score", "word", "start", "end"}
+
+
+def test_ner_doc_text_equals_input_whatever_the_white_space(tokenizer, ner):
+    text = "  Barack Obama\tvisited\n\nParis,  France. \x07 Done "
+    b = tokenizer([text])
+    from nlpserve.ner import word_spans
+
+    s = b.span(0)
+    doc = ner.doc(text, ner.words(text, word_spans(b.offsets[s], b.word_ids[s])))
+    assert doc.text == text
+    ents = {(e["word"], e["entity_group"]) for e in ner(b, [0])[0]}
+    assert ("Barack Obama", "PERSON") in ents
+
+
+def test_ner_rejoins_words_spacy_keeps_together(tokenizer, ner):
+    text = "The U.S. unit of Acme Corp. earned $5.3 billion; Apple's CEO didn't say."
+    b = tokenizer([text])
+    from nlpserve.ner import word_spans
+
+    s = b.span(0)
+    words = [text[a:e] for a, e in ner.words(text, word_spans(b.offsets[s], b.word_ids[s]))]
+    for w in ("U.S.", "Corp.", "5.3", "'s", "did", "n't"):
+        assert w in words
+
+
+def test_ner_only_runs_requested_rows(tokenizer, ner):
+    b = tokenizer(["Angela Merkel met Emmanuel Macron in Berlin.", "nothing here"])
+    out = ner(b, [0])
+    assert len(out) == 1
+    assert {"PERSON", "GPE"} <= {e["entity_group"] for e in out[0]}
+
+
+def test_encoder_matches_sentence_transformers_pooling(tokenizer, encoder):
+    texts = ["The quick brown fox jumps over the lazy dog.", "word " * 700]
+    b = tokenizer(texts)
+    vecs = encoder.embed([b.ids[b.span(i)] for i in range(2)], b.cls_id, b.sep_id, b.pad_id)
+    assert vecs.shape == (2, 384)
+    assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
+    # A long row is covered by overlapping windows; each token is pooled once.
+    wins = encoder._windows(700)
+    assert wins[0][0] == 0 and wins[-1][1] == 700
+    owned = sum(end - start - skip for start, end, skip in wins)
+    assert owned == 700
+
+
+def test_sentiment_labels_clear_reviews(tokenizer, encoder):
+    model = SentimentModel(encoder)
+    texts = [
+        "I absolutely loved this phone. The battery lasts forever and the screen is gorgeous. Best purchase ever!",
+        "Terrible product. It broke after two days, support was rude and I want my money back. Awful.",
+    ]
+    out = model(tokenizer(texts), [0, 1])
+    assert out[0]["label"] == "positive"
+    assert out[1]["label"] == "negative"
+    for r in out:
+        assert set(r) == {"label", "score"} and 1 / 3 < r["score"] <= 1.0
+
+
+def test_sentences_split_on_real_boundaries_only(tokenizer):
+    text = 'Apple Inc. rose. Mr. Smith said "yes." The U.S. economy grew! Really? Yes\n\nNew paragraph'
+    b = tokenizer([text])
+    got = [text[s.start : s.end] for s in split_sentences(text, b.offsets[b.span(0)])]
+    assert got == [
+        "Apple Inc. rose.",
+        'Mr. Smith said "yes."',
+        "The U.S. economy grew!",
+        "Really?",
+        "Yes",
+        "New paragraph",
+    ]
+
+
+def test_summary_picks_input_sentences_in_order(tokenizer, encoder):
+    model = ExtractiveSummarizer(encoder, ratio=0.5, max_sentences=3)
+    b = tokenizer([NEWS, "Only one sentence here."])
+    out = model(b, [0, 1])
+    first, single = out
+    sentences = [NEWS[s.start : s.end] for s in split_sentences(NEWS, b.offsets[b.span(0)])]
+    picked = [NEWS[s["start"] : s["end"]] for s in first["sentences"]]
+    assert 1 <= len(picked) <= 3 < len(sentences)
+    assert all(p in sentences for p in picked)
+    assert [s["start"] for s in first["sentences"]] == sorted(s["start"] for s in first["sentences"])
+    assert first["summary_text"] == " ".join(picked)
+    assert single["summary_text"] == "Only one sentence here."
+
+
+def test_summary_is_bounded(tokenizer, encoder):
+    model = ExtractiveSummarizer(encoder, max_chars=100)
+    text = "word " * 300
+    out = model(tokenizer([text]), [0])[0]
+    assert 0 < len(out["summary_text"]) <= 100
+    s = out["sentences"][0]
+    assert text[s["start"] : s["end"]] == out["summary_text"]

@@ -1,0 +1,22 @@
+import numpy as np
+
+
+def test_batch_is_flat_and_offsets_point_into_text(tokenizer):
+    texts = ["Apple Inc. hired  Tim Cook.", "", "Über café\n\nnaïve"]
+    b = tokenizer(texts)
+    assert len(b) == 3
+    assert b.splits.tolist()[0] == 0 and b.splits[-1] == len(b.ids)
+    assert b.span(1) == slice(b.splits[1], b.splits[1])  # empty text has no tokens
+    for i, text in enumerate(texts):
+        s = b.span(i)
+        for start, end in b.offsets[s].tolist():
+            assert 0 <= start < end <= len(text)
+    words = [texts[0][a:e] for a, e in b.offsets[b.span(0)].tolist()]
+    assert words[:3] == ["Apple", "Inc", "."]
+    assert b.ids.dtype == np.int32 and b.offsets.shape == (len(b.ids), 2)
+    assert (b.cls_id, b.sep_id, b.pad_id) == (101, 102, 0)
+
+
+def test_long_text_is_not_truncated(tokenizer):
+    b = tokenizer(["word " * 2000])
+    assert b.splits[1] == 2000
