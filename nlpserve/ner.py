@@ -10,9 +10,9 @@ from spacy.tokens import Doc
 
 from nlpserve.tokens import TokenBatch
 
-# Runs of adjacent pieces that spaCy keeps as one token but a BERT pre-tokenizer splits.
-ACRONYM = re.compile(r"(?:[A-Za-z]\.){2,}")
-NUMBER = re.compile(r"\d+(?:[.,:]\d+)+")
+# Runs of adjacent pieces that spaCy keeps as one token but a BERT pre-tokenizer splits:
+# acronyms (U.S.), numbers (5.3, 1,000, 10:30, 1/2), handles (@name), ellipses, I-880.
+KEEP_TOGETHER = re.compile(r"(?:[A-Za-z]\.){2,}|\d+(?:[.,:/]\d+)+|@\w+|\.{2,}|[A-Za-z]+-\d+")
 MAX_MERGE = 8
 
 
@@ -69,16 +69,28 @@ class SpacyNER:
     def words(self, text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
         """spaCy-like token spans from pre-tokenizer word spans."""
         out: list[tuple[int, int]] = []
+        first = 0
+        for k in range(1, len(spans) + 1):
+            if k == len(spans) or spans[k][0] != spans[k - 1][1]:
+                out += self._rejoin(text, spans[first:k])
+                first = k
+        return out
+
+    def _rejoin(self, text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+        """Rejoin the pieces of one run of text without white space."""
+        url_match = self.nlp.tokenizer.url_match
+        for cut in (len(spans), len(spans) - 1):
+            if cut > 1 and url_match and url_match(text[spans[0][0] : spans[cut - 1][1]]):
+                return [(spans[0][0], spans[cut - 1][1])] + spans[cut:]
+        out: list[tuple[int, int]] = []
         i = 0
         while i < len(spans):
             for n in range(min(MAX_MERGE, len(spans) - i), 1, -1):
                 run = spans[i : i + n]
-                if any(a[1] != b[0] for a, b in zip(run, run[1:])):
-                    continue
                 start, end = run[0][0], run[-1][1]
                 s = text[start:end]
                 pieces = self.rules.get(s)
-                if pieces is None and (ACRONYM.fullmatch(s) or NUMBER.fullmatch(s)):
+                if pieces is None and KEEP_TOGETHER.fullmatch(s):
                     pieces = [s]
                 if pieces and "".join(pieces) == s:
                     for p in pieces:
@@ -91,7 +103,7 @@ class SpacyNER:
                 i += 1
         return out
 
-    def doc(self, text: str, spans: list[tuple[int, int]]) -> tuple[Doc, list[int]]:
+    def doc(self, text: str, spans: list[tuple[int, int]]) -> Doc:
         """A Doc whose text is exactly ``text``; whitespace runs become spaCy space tokens."""
         words, spaces = [], []
         pos = 0

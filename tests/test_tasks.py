@@ -47,13 +47,13 @@ def test_ner_doc_text_equals_input_whatever_the_white_space(tokenizer, ner):
 
 
 def test_ner_rejoins_words_spacy_keeps_together(tokenizer, ner):
-    text = "The U.S. unit of Acme Corp. earned $5.3 billion; Apple's CEO didn't say."
+    text = "The U.S. unit of Acme Corp. earned $5.3 billion; Apple's CEO didn't say... @acme_news https://acme.com/q3 I-880"
     b = tokenizer([text])
     from nlpserve.ner import word_spans
 
     s = b.span(0)
     words = [text[a:e] for a, e in ner.words(text, word_spans(b.offsets[s], b.word_ids[s]))]
-    for w in ("U.S.", "Corp.", "5.3", "'s", "did", "n't"):
+    for w in ("U.S.", "Corp.", "5.3", "'s", "did", "n't", "...", "@acme_news", "https://acme.com/q3", "I-880"):
         assert w in words
 
 
