@@ -96,7 +96,7 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
     return JSONResponse({"detail": detail}, status_code=422)
 
 
-@serve.deployment(name="Ingress")
+@serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=128)
 @serve.ingress(api)
 class Ingress:
     def __init__(self, ner: DeploymentHandle, sentiment: DeploymentHandle, summary: DeploymentHandle) -> None:

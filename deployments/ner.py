@@ -5,7 +5,7 @@ from nlpserve.ner import SpacyNER
 from nlpserve.schemas import NERSettings
 
 
-@serve.deployment(name="NER")
+@serve.deployment(name="NER", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=8)
 class NER(TaskReplica):
     settings = NERSettings
 

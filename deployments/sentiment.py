@@ -5,7 +5,7 @@ from nlpserve.schemas import SentimentSettings
 from nlpserve.sentiment import SentimentModel
 
 
-@serve.deployment(name="Sentiment")
+@serve.deployment(name="Sentiment", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=8)
 class Sentiment(TaskReplica):
     settings = SentimentSettings
 

@@ -5,7 +5,7 @@ from nlpserve.schemas import SummarySettings
 from nlpserve.summarize import ExtractiveSummarizer
 
 
-@serve.deployment(name="Summarize")
+@serve.deployment(name="Summarize", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=8)
 class Summarize(TaskReplica):
     settings = SummarySettings
 

@@ -64,12 +64,15 @@ class Pipeline:
 
     async def _call(self, task: str, ref: Any, rows: list[int]) -> list:
         self.stats[f"calls.{task}"] += 1
+        pending = self.tasks[task]([ref], rows)
         try:
-            out = await asyncio.wait_for(self.tasks[task]([ref], rows), self.timeout_s)
+            out = await asyncio.wait_for(pending, self.timeout_s)
             if len(out) != len(rows):
                 raise RuntimeError(f"returned {len(out)} results for {len(rows)} texts")
             return out
         except asyncio.TimeoutError:
+            if hasattr(pending, "cancel"):  # a Serve DeploymentResponse: stop the remote call too
+                pending.cancel()
             self.stats[f"timeouts.{task}"] += 1
             error = {"error": f"{task} timed out after {self.timeout_s:g} s"}
         except Exception as e:  # noqa: BLE001 - any task failure degrades only that task

@@ -47,7 +47,8 @@ def test_ner_doc_text_equals_input_whatever_the_white_space(tokenizer, ner):
 
 
 def test_ner_rejoins_words_spacy_keeps_together(tokenizer, ner):
-    text = "The U.S. unit of Acme Corp. earned $5.3 billion; Apple's CEO didn't say... @acme_news https://acme.com/q3 I-880"
+    text = "The U.S. unit of Acme Corp. earned $5.3 billion; Apple's CEO didn't say... "
+    text += "@acme_news https://acme.com/q3 I-880"
     b = tokenizer([text])
     from nlpserve.ner import word_spans
 

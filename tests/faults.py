@@ -1,0 +1,25 @@
+"""Deliberately broken task deployments for the degradation tests."""
+
+import asyncio
+
+from ray import serve
+
+
+@serve.deployment(name="BrokenNER", ray_actor_options={"num_cpus": 0}, graceful_shutdown_timeout_s=1)
+class BrokenNER:
+    async def __call__(self, refs: list, rows: list[int]) -> list:
+        await refs[0]
+        raise RuntimeError("NER model crashed")
+
+    def info(self) -> dict:
+        return {"name": "broken", "version": "0", "checksum": "0"}
+
+
+@serve.deployment(name="StuckSummary", ray_actor_options={"num_cpus": 0}, graceful_shutdown_timeout_s=1)
+class StuckSummary:
+    async def __call__(self, refs: list, rows: list[int]) -> list:
+        await asyncio.sleep(300)
+        return []
+
+    def info(self) -> dict:
+        return {"name": "stuck", "version": "0", "checksum": "0"}

@@ -1,0 +1,31 @@
+"""The shipped Serve config is valid for Serve and for our own settings models."""
+
+from pathlib import Path
+
+import yaml
+from ray.serve.schema import ServeDeploySchema
+
+from nlpserve.schemas import IngressSettings, NERSettings, SentimentSettings, SummarySettings
+
+CONFIG = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
+SETTINGS = {
+    "Ingress": IngressSettings,
+    "NER": NERSettings,
+    "Sentiment": SentimentSettings,
+    "Summarize": SummarySettings,
+}
+
+
+def test_config_is_a_valid_serve_config_for_every_deployment():
+    schema = ServeDeploySchema.model_validate(yaml.safe_load(CONFIG.read_text()))
+    assert schema.http_options.host == "127.0.0.1"
+    (app,) = schema.applications
+    assert app.import_path == "graph:app"
+    deployments = {d.name: d for d in app.deployments}
+    assert set(deployments) == set(SETTINGS)
+    total_cpus = 0.0
+    for name, d in deployments.items():
+        SETTINGS[name](**d.user_config)  # raises on an unknown or invalid key
+        assert 0 < d.ray_actor_options.num_cpus < 1
+        total_cpus += d.ray_actor_options.num_cpus * d.num_replicas
+    assert total_cpus <= 2.0  # fits the 2-core machine it is sized for

@@ -1,0 +1,216 @@
+"""The graph on a local Ray over HTTP, deployed from config/config.yaml as `serve run` does."""
+
+import asyncio
+import json
+import socket
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import ray
+import requests
+import yaml
+from ray import serve
+from ray.serve._private.api import serve_start
+from ray.serve.schema import ServeDeploySchema
+from samples import NEWS
+
+pytestmark = pytest.mark.serve
+
+ROOT = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def url():
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    port = free_port()
+    config["http_options"]["port"] = port
+    schema = ServeDeploySchema.model_validate(config)
+    # Workers import graph.py from the project root and the fault deployments from tests/.
+    ray.init(num_cpus=4, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": f"{ROOT}:{TESTS}"}})
+    client = serve_start(http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location)
+    client.deploy_apps(schema, _blocking=True)
+    base = f"http://127.0.0.1:{port}"
+    _deploy_faulty_app()
+    yield base
+    serve.shutdown()
+    ray.shutdown()
+
+
+def _deploy_faulty_app():
+    """A second app: real ingress and sentiment, NER that raises, a summarizer that never returns."""
+    sys.path.insert(0, str(TESTS))
+    from faults import BrokenNER, StuckSummary
+
+    from deployments.ingress import Ingress
+    from deployments.sentiment import Sentiment
+
+    ingress = Ingress.options(name="FaultyIngress", user_config={"task_timeout_s": 5.0})
+    app = ingress.bind(BrokenNER.bind(), Sentiment.options(name="FaultySentiment").bind(), StuckSummary.bind())
+    serve.run(app, name="faulty", route_prefix="/faulty")
+
+
+def post(url: str, path: str, body, **kw) -> requests.Response:
+    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return requests.post(url + path, data=data, timeout=60, **kw)
+
+
+def test_news_paragraph_gets_entities_sentiment_and_summary(url):
+    r = post(url, "/analyze", {"text": NEWS})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    found = {(e["word"], e["entity_group"]) for e in out["ner"]}
+    assert {("Apple Inc.", "ORG"), ("Tim Cook", "PERSON"), ("Goldman Sachs", "ORG")} <= found
+    for e in out["ner"]:
+        assert NEWS[e["start"] : e["end"]] == e["word"]
+    assert out["sentiment"]["label"] in {"positive", "neutral", "negative"}
+    assert 0 < out["sentiment"]["score"] <= 1
+    summary = out["summary"]
+    assert summary["sentences"] and len(summary["summary_text"]) < len(NEWS)
+    assert summary["summary_text"] == " ".join(NEWS[s["start"] : s["end"]] for s in summary["sentences"])
+
+
+def test_curl_style_form_content_type_is_read_as_json(url):
+    r = post(
+        url,
+        "/analyze",
+        {"text": "I love it.", "tasks": ["sentiment"]},
+        headers={"content-type": "application/x-www-form-urlencoded"},
+    )
+    assert r.status_code == 200 and r.json()["sentiment"]["label"] == "positive"
+
+
+def test_only_requested_tasks_are_returned(url):
+    r = post(url, "/analyze", {"text": "Berlin is lovely in May.", "tasks": ["ner"]})
+    assert r.status_code == 200
+    assert set(r.json()) == {"ner"}
+
+
+def test_batch_endpoint_keeps_order(url):
+    texts = [
+        "Angela Merkel visited Paris.",
+        "This is the worst film I have ever seen. Awful!",
+        "Microsoft hired 300 people.",
+    ]
+    r = post(url, "/analyze/batch", {"texts": texts, "tasks": ["ner", "sentiment"]})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert len(results) == 3
+    assert ("Angela Merkel", "PERSON") in {(e["word"], e["entity_group"]) for e in results[0]["ner"]}
+    assert results[1]["sentiment"]["label"] == "negative"
+    assert ("Microsoft", "ORG") in {(e["word"], e["entity_group"]) for e in results[2]["ner"]}
+
+
+def _stats():
+    ingress = serve.get_deployment_handle("Ingress", app_name="nlp").stats.remote().result()
+    tasks = {
+        name: serve.get_deployment_handle(name, app_name="nlp").stats.remote().result()
+        for name in ("NER", "Sentiment", "Summarize")
+    }
+    return ingress, tasks
+
+
+def _delta(after: dict, before: dict) -> dict:
+    return {k: after.get(k, 0) - before.get(k, 0) for k in after}
+
+
+def test_one_tokenization_and_one_put_per_batch_and_tasks_get_object_refs(url):
+    before, tasks_before = _stats()
+    r = post(url, "/analyze/batch", {"texts": [NEWS] * 8, "tasks": ["ner", "sentiment"]})
+    assert r.status_code == 200
+    after, tasks_after = _stats()
+    d = _delta(after, before)
+    assert d["items"] == 8
+    assert d["batches"] == d["tokenizations"] == d["puts"] == 1  # 8 texts, one batch, one tokenization
+    assert d["calls.ner"] == d["calls.sentiment"] == 1 and d.get("calls.summary", 0) == 0
+    for name in ("NER", "Sentiment"):
+        t = _delta(tasks_after[name], tasks_before[name])
+        assert t["calls"] == 1 and t["object_refs"] == 1 and t["rows"] == 8
+    assert _delta(tasks_after["Summarize"], tasks_before["Summarize"]).get("calls", 0) == 0
+
+    # Concurrent single requests are batched together: still one tokenization and put per batch.
+    before, _ = _stats()
+    with ThreadPoolExecutor(16) as pool:
+        codes = list(pool.map(lambda i: post(url, "/analyze", {"text": f"Text number {i}."}).status_code, range(16)))
+    assert codes == [200] * 16
+    after, _ = _stats()
+    d = _delta(after, before)
+    assert d["items"] == 16
+    assert d["tokenizations"] == d["puts"] == d["batches"] <= 16
+    assert d["calls.ner"] == d["calls.sentiment"] == d["calls.summary"] == d["batches"]
+
+
+def test_healthz_and_version(url):
+    assert requests.get(url + "/healthz", timeout=10).json() == {"status": "ok"}
+    v = requests.get(url + "/version", timeout=30).json()
+    assert set(v["tasks"]) == {"ner", "sentiment", "summary"}
+    for info in [v["tokenizer"], *v["tasks"].values()]:
+        assert info["name"] and info["version"] and len(info["checksum"]) == 12
+
+
+def test_failed_and_stuck_tasks_degrade_only_themselves(url):
+    post(url, "/faulty/analyze", {"text": "warm up", "tasks": ["ner", "sentiment"]})
+    start = time.monotonic()
+    r = post(url, "/faulty/analyze", {"text": "What a wonderful, happy day!"})
+    elapsed = time.monotonic() - start
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["ner"]["error"].startswith("ner failed: RuntimeError: NER model crashed")
+    assert out["summary"] == {"error": "summary timed out after 5 s"}
+    assert out["sentiment"]["label"] == "positive"
+    assert elapsed < 20  # the stuck task is cut off at its timeout, not waited for
+
+
+LIMIT_TEXT = "x" * 100_001
+BAD_INPUT = [
+    ("malformed JSON", "/analyze", b'{"text": "unterminated', 400, "malformed JSON"),
+    ("invalid UTF-8", "/analyze", b'{"text": "caf\xe9"}', 400, "not valid UTF-8"),
+    ("missing text", "/analyze", {"tasks": ["ner"]}, 422, "Field required"),
+    ("empty text", "/analyze", {"text": ""}, 422, "at least 1 character"),
+    ("blank text", "/analyze", {"text": "  \n\t "}, 422, "white space"),
+    ("text not a string", "/analyze", {"text": 42}, 422, "valid string"),
+    ("unknown task", "/analyze", {"text": "hi", "tasks": ["translate"]}, 422, "'ner', 'sentiment' or 'summary'"),
+    ("tasks not a list", "/analyze", {"text": "hi", "tasks": "ner"}, 422, "valid list"),
+    ("no tasks", "/analyze", {"text": "hi", "tasks": []}, 422, "at least 1 item"),
+    ("unknown field", "/analyze", {"text": "hi", "lang": "en"}, 422, "Extra inputs"),
+    ("body not an object", "/analyze", [1, 2], 422, "valid dictionary"),
+    ("empty body", "/analyze", b"", 422, "Field required"),
+    ("text too long", "/analyze", {"text": LIMIT_TEXT}, 413, "the limit is 100000"),
+    ("body too large", "/analyze", {"text": "x" * (8 * 1024 * 1024)}, 413, "request body is over"),
+    ("empty batch", "/analyze/batch", {"texts": []}, 422, "at least 1 item"),
+    ("blank item", "/analyze/batch", {"texts": ["ok", " "]}, 422, "texts[1]"),
+    ("batch too large", "/analyze/batch", {"texts": ["a"] * 65}, 413, "the limit is 64"),
+    ("batch item too long", "/analyze/batch", {"texts": ["a", LIMIT_TEXT]}, 413, "texts[1] is 100001 characters"),
+]
+
+
+@pytest.mark.parametrize("case,path,body,status,message", BAD_INPUT, ids=[c[0] for c in BAD_INPUT])
+def test_bad_input_gets_a_clear_4xx(url, case, path, body, status, message):
+    r = post(url, path, body, headers={"content-type": "application/json"})
+    assert r.status_code == status, r.text
+    assert message in json.dumps(r.json()["detail"])
+
+
+def test_wrong_method_and_path(url):
+    assert requests.get(url + "/analyze", timeout=10).status_code == 405
+    assert requests.get(url + "/nope", timeout=10).status_code == 404
+
+
+def test_async_clients_do_not_hang(url):
+    import httpx
+
+    async def many():
+        async with httpx.AsyncClient(timeout=60) as client:
+            rs = await asyncio.gather(*(client.post(url + "/analyze", json={"text": NEWS}) for _ in range(24)))
+        return [r.status_code for r in rs]
+
+    assert asyncio.run(many()) == [200] * 24
