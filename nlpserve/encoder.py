@@ -50,41 +50,43 @@ class Encoder:
             start = end - self.stride
 
     @torch.inference_mode()
-    def embed(self, rows: list[np.ndarray], cls_id: int, sep_id: int, pad_id: int) -> np.ndarray:
-        """One normalised vector per row: float32 [len(rows), dim]."""
-        pieces = []  # (row index, ids with specials, owned mask)
+    def token_vectors(self, rows: list[np.ndarray], cls_id: int, sep_id: int, pad_id: int) -> list[torch.Tensor]:
+        """Per row, float32 [len(row) + 2, dim]: [CLS], each token from the first window that holds it, [SEP]."""
+        out = [torch.empty(len(ids) + 2, self.dim) for ids in rows]
+        pieces = []  # (row, first token, owned offset, ids with specials, is first window, is last window)
         for r, ids in enumerate(rows):
             wins = self._windows(len(ids))
             for k, (start, end, owned) in enumerate(wins):
                 seq = np.concatenate(([cls_id], ids[start:end], [sep_id]))
-                own = np.ones(len(seq), dtype=np.float32)
-                own[1 : 1 + owned] = 0
-                if k > 0:
-                    own[0] = 0
-                if k < len(wins) - 1:
-                    own[-1] = 0
-                pieces.append((r, seq, own))
-        sums = torch.zeros(len(rows), self.dim)
-        counts = torch.zeros(len(rows), 1)
-        pieces.sort(key=lambda p: len(p[1]))
+                pieces.append((r, start, owned, seq, k == 0, k == len(wins) - 1))
+        pieces.sort(key=lambda p: len(p[3]))
         i = 0
         while i < len(pieces):
             j = i + 1
-            while j < len(pieces) and len(pieces[j][1]) * (j + 1 - i) <= self.max_batch_tokens:
+            while j < len(pieces) and len(pieces[j][3]) * (j + 1 - i) <= self.max_batch_tokens:
                 j += 1
             chunk = pieces[i:j]
-            width = len(chunk[-1][1])
+            width = len(chunk[-1][3])
             ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
             mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            own = torch.zeros((len(chunk), width))
-            for k, (_, seq, o) in enumerate(chunk):
+            for k, piece in enumerate(chunk):
+                seq = piece[3]
                 ids[k, : len(seq)] = torch.from_numpy(seq.astype(np.int64))
                 mask[k, : len(seq)] = 1
-                own[k, : len(seq)] = torch.from_numpy(o)
             hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
-            index = torch.tensor([p[0] for p in chunk])
-            sums.index_add_(0, index, (hidden * own.unsqueeze(-1)).sum(1))
-            counts.index_add_(0, index, own.sum(1, keepdim=True))
+            for h, (r, start, owned, seq, first, last) in zip(hidden, chunk):
+                n = len(seq) - 2
+                out[r][1 + start + owned : 1 + start + n] = h[1 + owned : 1 + n]
+                if first:
+                    out[r][0] = h[0]
+                if last:
+                    out[r][-1] = h[n + 1]
             i = j
-        vecs = sums / counts.clamp(min=1)
+        return out
+
+    def embed(self, rows: list[np.ndarray], cls_id: int, sep_id: int, pad_id: int) -> np.ndarray:
+        """One normalised vector per row, float32 [len(rows), dim]: the mean of its token vectors."""
+        if not rows:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vecs = torch.stack([v.mean(0) for v in self.token_vectors(rows, cls_id, sep_id, pad_id)])
         return torch.nn.functional.normalize(vecs, dim=-1).numpy()

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from nlpserve.encoder import Encoder
 from nlpserve.resources import checksum, minilm_version
@@ -73,7 +74,10 @@ def _ends_sentence(text: str, spans: list, k: int, gap: str) -> bool:
 
 
 class ExtractiveSummarizer:
-    """Pick the ``ratio`` most central sentences (at most ``max_sentences`` and
+    """The whole text is encoded once (windowed when long) and each sentence's vector is the
+    mean of its contextual token vectors.
+
+    Pick the ``ratio`` most central sentences (at most ``max_sentences`` and
     ``max_chars``) and return them in their original order with their character offsets.
 
     Centrality is a sentence's cosine similarity to the text's centroid (the
@@ -138,25 +142,24 @@ class ExtractiveSummarizer:
         cut = text.rfind(" ", s.start, s.start + self.max_chars)
         return s.start, cut if cut > s.start else s.start + self.max_chars
 
+    def sentence_vectors(self, tokens: torch.Tensor, sentences: list[Sentence]) -> np.ndarray:
+        """Mean of each sentence's token vectors (``tokens`` has [CLS] first), L2-normalised."""
+        vecs = torch.stack([tokens[1 + x.first : 1 + x.last].mean(0) for x in sentences])
+        return torch.nn.functional.normalize(vecs, dim=-1).numpy()
+
     def __call__(self, batch: TokenBatch, rows: list[int]) -> list[dict]:
-        per_row, slices = [], []
-        for i in rows:
-            s = batch.span(i)
-            sentences = split_sentences(batch.texts[i], batch.offsets[s])
-            ids = batch.ids[s]
-            slices += [ids[x.first : x.last] for x in sentences]
-            per_row.append(sentences)
-        vecs = self.encoder.embed(slices, batch.cls_id, batch.sep_id, batch.pad_id) if slices else None
-        out, at = [], 0
-        for i, sentences in zip(rows, per_row):
-            text = batch.texts[i]
-            picks = self.select(sentences, vecs[at : at + len(sentences)]) if sentences else []
-            at += len(sentences)
-            spans = [self._clip(text, sentences[p]) for p in picks]
+        texts = [batch.texts[i] for i in rows]
+        spans = [batch.span(i) for i in rows]
+        tokens = self.encoder.token_vectors([batch.ids[s] for s in spans], batch.cls_id, batch.sep_id, batch.pad_id)
+        out = []
+        for text, s, vectors in zip(texts, spans, tokens):
+            sentences = split_sentences(text, batch.offsets[s])
+            picks = self.select(sentences, self.sentence_vectors(vectors, sentences)) if sentences else []
+            picked = [self._clip(text, sentences[p]) for p in picks]
             out.append(
                 {
-                    "summary_text": " ".join(text[a:b] for a, b in spans),
-                    "sentences": [{"start": a, "end": b} for a, b in spans],
+                    "summary_text": " ".join(text[a:b] for a, b in picked),
+                    "sentences": [{"start": a, "end": b} for a, b in picked],
                 }
             )
         return out
