@@ -45,7 +45,9 @@ class RequestGuard:
         limit = self.state.max_body_bytes
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length", b"0")
-        if not declared.isdigit() or int(declared) > limit:
+        if not declared.isdigit():
+            return await self._reject(scope, receive, send, 400, "invalid Content-Length header")
+        if int(declared) > limit:
             return await self._reject(scope, receive, send, 413, f"request body is over {limit} bytes")
         chunks, size, more = [], 0, True
         while more:

@@ -200,6 +200,15 @@ def test_bad_input_gets_a_clear_4xx(url, case, path, body, status, message):
     assert message in json.dumps(r.json()["detail"])
 
 
+def test_chunked_body_over_the_limit_is_cut_off(url):
+    def chunks():
+        for _ in range(9):
+            yield b"x" * (1024 * 1024)
+
+    r = requests.post(url + "/analyze", data=chunks(), timeout=60)  # no Content-Length: chunked
+    assert r.status_code == 413 and "request body is over" in r.json()["detail"]
+
+
 def test_wrong_method_and_path(url):
     assert requests.get(url + "/analyze", timeout=10).status_code == 405
     assert requests.get(url + "/nope", timeout=10).status_code == 404
