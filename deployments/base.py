@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import ray
@@ -31,13 +32,19 @@ class TaskReplica:
         torch.set_num_threads(settings.torch_threads)
         self.apply(settings)
 
-    async def __call__(self, refs: list, rows: list[int]) -> list:
+    async def __call__(self, refs: list, rows: list[int]) -> dict:
+        """Results for ``rows`` of the TokenBatch behind ``refs[0]``, with how long the object
+        store read (``get_ms``) and the model (``compute_ms``) took."""
         ref = refs[0]
         if not isinstance(ref, ray.ObjectRef):
             raise TypeError(f"expected an ObjectRef to a TokenBatch, got {type(ref).__name__}")
         self.counts.update(calls=1, object_refs=1, rows=len(rows))
+        start = time.perf_counter()
         batch = await ref
-        return self.model(batch, rows)
+        got = time.perf_counter()
+        results = self.model(batch, rows)
+        done = time.perf_counter()
+        return {"results": results, "get_ms": (got - start) * 1000, "compute_ms": (done - got) * 1000}
 
     def info(self) -> dict:
         return self.model.info()

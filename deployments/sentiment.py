@@ -11,3 +11,6 @@ class Sentiment(TaskReplica):
 
     def load(self) -> SentimentModel:
         return SentimentModel()
+
+    def apply(self, settings: SentimentSettings) -> None:
+        self.model.encoder.set_int8(settings.int8)

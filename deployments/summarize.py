@@ -13,5 +13,6 @@ class Summarize(TaskReplica):
         return ExtractiveSummarizer()
 
     def apply(self, settings: SummarySettings) -> None:
+        self.model.encoder.set_int8(settings.int8)
         for key in ("ratio", "max_sentences", "max_chars", "redundancy"):
             setattr(self.model, key, getattr(settings, key))

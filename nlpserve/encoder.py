@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,18 @@ class Encoder:
         self.stride = stride
         self.max_batch_tokens = max_batch_tokens
         self.dim = self.model.config.hidden_size
+        self.fp32 = self.model
+        self.int8 = False
+
+    def set_int8(self, enabled: bool) -> None:
+        """Switch to dynamic int8 quantization of the Linear layers (or back to float32)."""
+        if enabled and not self.int8:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated, still works in 2.13
+                self.model = torch.ao.quantization.quantize_dynamic(self.fp32, {torch.nn.Linear}, dtype=torch.qint8)
+        elif not enabled:
+            self.model = self.fp32
+        self.int8 = enabled
 
     def _windows(self, n: int) -> list[tuple[int, int, int]]:
         """(start, end, first owned token) of each window over a row of n tokens."""

@@ -74,10 +74,26 @@ class TaskError(BaseModel):
     error: str
 
 
+class TaskTiming(BaseModel):
+    call_ms: float = Field(description="Round trip of the task call, seen from the ingress.")
+    get_ms: float | None = Field(None, description="Reading the TokenBatch from the object store.")
+    compute_ms: float | None = Field(None, description="The model on the whole batch.")
+
+
+class Timings(BaseModel):
+    batch_size: int = Field(description="Texts in the batch this text was tokenized with.")
+    queue_ms: float = Field(description="Waiting for the batch to start (batch wait and queue).")
+    tokenize_ms: float
+    put_ms: float = Field(description="ray.put of the batch's TokenBatch.")
+    ingress_ms: float = Field(0.0, description="Everything inside the ingress for this request.")
+    tasks: dict[str, TaskTiming]
+
+
 class AnalyzeResponse(BaseModel):
     ner: list[Entity] | TaskError | None = None
     sentiment: Sentiment | TaskError | None = None
     summary: Summary | TaskError | None = None
+    timings: Timings | None = None
 
 
 class BatchResponse(BaseModel):
@@ -103,8 +119,8 @@ class _Settings(BaseModel):
 class IngressSettings(_Settings):
     """`user_config` of the Ingress deployment."""
 
-    max_batch_size: int = Field(16, ge=1)
-    batch_wait_timeout_s: float = Field(0.005, ge=0)
+    max_batch_size: int = Field(32, ge=1)
+    batch_wait_timeout_s: float = Field(0.002, ge=0)
     task_timeout_s: float = Field(30.0, gt=0)
     max_text_chars: int = Field(100_000, ge=1)
     max_batch_items: int = Field(64, ge=1)
@@ -119,11 +135,15 @@ class NERSettings(TaskSettings):
     pass
 
 
-class SentimentSettings(TaskSettings):
+class EncoderSettings(TaskSettings):
+    int8: bool = Field(False, description="Dynamic int8 quantization of the encoder's Linear layers.")
+
+
+class SentimentSettings(EncoderSettings):
     pass
 
 
-class SummarySettings(TaskSettings):
+class SummarySettings(EncoderSettings):
     ratio: float = Field(0.3, gt=0, le=1)
     max_sentences: int = Field(3, ge=1)
     max_chars: int = Field(800, ge=20)

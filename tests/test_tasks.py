@@ -126,3 +126,16 @@ def test_summary_is_bounded(tokenizer, encoder):
     assert 0 < len(out["summary_text"]) <= 100
     s = out["sentences"][0]
     assert text[s["start"] : s["end"]] == out["summary_text"]
+
+
+def test_int8_switch_keeps_embeddings_close_and_switches_back(tokenizer):
+    enc = Encoder()
+    b = tokenizer([NEWS])
+    rows = [b.ids[b.span(0)]]
+    fp32 = enc.embed(rows, b.cls_id, b.sep_id, b.pad_id)
+    enc.set_int8(True)
+    int8 = enc.embed(rows, b.cls_id, b.sep_id, b.pad_id)
+    assert enc.model is not enc.fp32
+    assert float(fp32[0] @ int8[0]) > 0.9
+    enc.set_int8(False)
+    assert np.allclose(enc.embed(rows, b.cls_id, b.sep_id, b.pad_id), fp32)
