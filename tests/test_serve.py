@@ -78,7 +78,8 @@ def test_curl_style_form_content_type_is_read_as_json(url):
 def test_only_requested_tasks_are_returned(url):
     r = post(url, "/analyze", {"text": "Berlin is lovely in May.", "tasks": ["ner"]})
     assert r.status_code == 200
-    assert set(r.json()) == {"ner"}
+    assert set(r.json()) == {"ner", "timings"}
+    assert set(r.json()["timings"]["tasks"]) == {"ner"}
 
 
 def test_batch_endpoint_keeps_order(url):
