@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from transformers import AutoModel
+from transformers.utils import logging as hf_logging
 
 from nlpserve.resources import minilm_dir
 
@@ -28,6 +29,7 @@ class Encoder:
         max_batch_tokens: int = 8192,
     ) -> None:
         self.path = str(path or minilm_dir())
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar in every replica's log
         self.model = AutoModel.from_pretrained(self.path, use_safetensors=True).eval()
         limit = self.model.config.max_position_embeddings
         self.window = min(max_length, limit) - 2

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from spacy.tokens import Doc
 
+from nlpserve.resources import checksum
 from nlpserve.tokens import TokenBatch
 
 # Runs of adjacent pieces that spaCy keeps as one token but a BERT pre-tokenizer splits:
@@ -56,8 +57,6 @@ class SpacyNER:
         self.outside_moves = ~self.inside_moves  # B, U, O
 
     def info(self) -> dict:
-        from nlpserve.resources import checksum
-
         meta = self.nlp.meta
         path = Path(self.nlp.path) / "ner" if self.nlp.path else None
         return {
