@@ -31,10 +31,11 @@ class TaskReplica:
         settings = self.settings(**config)
         torch.set_num_threads(settings.torch_threads)
         self.apply(settings)
+        self.model_info = self.model.info()
 
     async def __call__(self, refs: list, rows: list[int]) -> dict:
-        """Results for ``rows`` of the TokenBatch behind ``refs[0]``, with how long the object
-        store read (``get_ms``) and the model (``compute_ms``) took."""
+        """Results for ``rows`` of the TokenBatch behind ``refs[0]``, the model that made them,
+        and how long the object store read (``get_ms``) and the model (``compute_ms``) took."""
         ref = refs[0]
         if not isinstance(ref, ray.ObjectRef):
             raise TypeError(f"expected an ObjectRef to a TokenBatch, got {type(ref).__name__}")
@@ -44,10 +45,15 @@ class TaskReplica:
         got = time.perf_counter()
         results = self.model(batch, rows)
         done = time.perf_counter()
-        return {"results": results, "get_ms": (got - start) * 1000, "compute_ms": (done - got) * 1000}
+        return {
+            "results": results,
+            "model": self.model_info,
+            "get_ms": (got - start) * 1000,
+            "compute_ms": (done - got) * 1000,
+        }
 
     def info(self) -> dict:
-        return self.model.info()
+        return self.model_info
 
     def stats(self) -> dict:
         return dict(self.counts)

@@ -2,10 +2,12 @@
 
 import asyncio
 import time
+from collections import Counter
 from importlib import metadata
 from pathlib import Path
 
 import ray
+from cachetools import TTLCache
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -111,15 +113,44 @@ class Ingress:
             {name: h.remote for name, h in self.handles.items()},
             put=ray.put,
         )
+        self.results: TTLCache | None = None
+        self.latest_models: dict[str, dict] = {}  # per task, the model of its latest answer
+        self.counts: Counter[str] = Counter()
         self._versions: dict | None = None
         self.reconfigure({})
 
     def reconfigure(self, config: dict) -> None:
+        """Apply the deployment's user_config; the caches start empty."""
         self.settings = s = IngressSettings(**config)
         self.analyze_items.set_max_batch_size(s.max_batch_size)
         self.analyze_items.set_batch_wait_timeout_s(s.batch_wait_timeout_s)
         self.pipeline.timeout_s = s.task_timeout_s
         api.state.max_body_bytes = s.max_body_bytes
+        self.tokenizer.cache = TTLCache(s.token_cache_size, s.token_cache_ttl_s) if s.token_cache_size else None
+        self.results = TTLCache(s.result_cache_size, s.result_cache_ttl_s) if s.result_cache_size else None
+
+    def _result_key(self, text: str, task: str) -> tuple | None:
+        model = self.latest_models.get(task)
+        return (text, task, *model.values()) if model else None
+
+    def _cached(self, text: str, tasks: tuple[str, ...]) -> dict[str, tuple]:
+        """(result, model) of each task whose answer for ``text`` by its current model is cached."""
+        if self.results is None:
+            return {}
+        found = {}
+        for task in tasks:
+            key = self._result_key(text, task)
+            hit = self.results.get(key) if key else None
+            self.counts["result_cache_hits" if hit else "result_cache_misses"] += 1
+            if hit:
+                found[task] = hit
+        return found
+
+    def _remember(self, text: str, result: dict) -> None:
+        for task, model in result["models"].items():
+            self.latest_models[task] = model
+            if self.results is not None and "error" not in result[task]:
+                self.results[self._result_key(text, task)] = (result[task], model)
 
     # Up to 4 batches in flight: the next batch is tokenized and dispatched while tasks work
     # on the previous one (measured: +35 % throughput at 16 clients on 2 cores).
@@ -133,9 +164,20 @@ class Ingress:
             raise HTTPException(413, f"{where} is {len(text)} characters; the limit is {limit}")
 
     async def _analyze(self, text: str, tasks: tuple[str, ...]) -> dict:
-        item = Item(text, tasks)
-        result = await self.analyze_items(item)
-        result["timings"]["ingress_ms"] = round((time.perf_counter() - item.received) * 1000, 3)
+        received = time.perf_counter()
+        cached = self._cached(text, tasks)
+        missing = tuple(t for t in tasks if t not in cached)
+        if missing:
+            result = await self.analyze_items(Item(text, missing, received))
+            self._remember(text, result)
+        else:
+            timings = {"batch_size": 0, "queue_ms": 0.0, "tokenize_ms": 0.0, "put_ms": 0.0, "tasks": {}}
+            result = {"models": {}, "timings": timings}
+        for task, (answer, model) in cached.items():
+            result[task] = answer
+            result["models"][task] = model
+        result["timings"]["cached"] = sorted(cached)
+        result["timings"]["ingress_ms"] = round((time.perf_counter() - received) * 1000, 3)
         return result
 
     @api.post("/analyze", response_model=AnalyzeResponse, response_model_exclude_none=True)
@@ -184,5 +226,12 @@ class Ingress:
         return self._versions
 
     async def stats(self) -> dict:
-        """Counters for tests and benchmarks: batches, tokenizations, puts, calls per task."""
-        return dict(self.pipeline.stats)
+        """Counters: batches, tokenizations, puts, calls per task, cache hits and misses."""
+        tok = self.tokenizer.counts
+        return {
+            **self.pipeline.stats,
+            **self.counts,
+            "tokenizations": tok["calls"],
+            "token_cache_hits": tok["cache_hits"],
+            "token_cache_misses": tok["cache_misses"],
+        }

@@ -12,7 +12,8 @@ from typing import Any
 from nlpserve.tokens import TokenBatch
 
 # A task call takes [ref] (the stored TokenBatch, nested so the callee resolves it) and the
-# batch rows it should answer, and returns {"results": [one per row], "get_ms": .., "compute_ms": ..}.
+# batch rows it should answer, and returns {"results": [one per row], "model": {name, version,
+# checksum}, "get_ms": .., "compute_ms": ..}.
 TaskCall = Callable[[list, list[int]], Awaitable[dict]]
 
 
@@ -56,35 +57,39 @@ class Pipeline:
         self.stats: Counter[str] = Counter()
 
     async def run(self, items: Sequence[Item]) -> list[dict]:
-        """One result dict per item: a key per task it asked for, and ``timings`` (ms)."""
+        """One result dict per item: a key per task it asked for, ``models`` (the model that
+        answered each task) and ``timings`` (ms)."""
         start = time.perf_counter()
         batch = self.tokenizer([it.text for it in items])
         tokenized = time.perf_counter()
         ref = self.put(batch)
         stored = time.perf_counter()
-        self.stats.update(batches=1, items=len(items), tokenizations=1, puts=1)
+        self.stats.update(batches=1, items=len(items), puts=1)
         rows = {t: [i for i, it in enumerate(items) if t in it.tasks] for t in self.tasks}
         names = [t for t, r in rows.items() if r]
         outputs = await asyncio.gather(*(self._call(t, ref, rows[t]) for t in names))
         results: list[dict] = [
             {
+                "models": {},
                 "timings": {
                     "batch_size": len(items),
                     "queue_ms": _ms(start - it.received),
                     "tokenize_ms": _ms(tokenized - start),
                     "put_ms": _ms(stored - tokenized),
                     "tasks": {},
-                }
+                },
             }
             for it in items
         ]
-        for task, (out, timing) in zip(names, outputs):
+        for task, (out, timing, model) in zip(names, outputs):
             for i, r in zip(rows[task], out):
                 results[i][task] = r
                 results[i]["timings"]["tasks"][task] = timing
+                if model:
+                    results[i]["models"][task] = model
         return results
 
-    async def _call(self, task: str, ref: Any, rows: list[int]) -> tuple[list, dict]:
+    async def _call(self, task: str, ref: Any, rows: list[int]) -> tuple[list, dict, dict | None]:
         self.stats[f"calls.{task}"] += 1
         start = time.perf_counter()
         pending = self.tasks[task]([ref], rows)
@@ -97,7 +102,7 @@ class Pipeline:
                 "get_ms": out["get_ms"],
                 "compute_ms": out["compute_ms"],
             }
-            return out["results"], timing
+            return out["results"], timing, out["model"]
         except asyncio.TimeoutError:
             if hasattr(pending, "cancel"):  # a Serve DeploymentResponse: stop the remote call too
                 pending.cancel()
@@ -106,4 +111,4 @@ class Pipeline:
         except Exception as e:  # noqa: BLE001 - any task failure degrades only that task
             self.stats[f"errors.{task}"] += 1
             error = {"error": f"{task} failed: {describe(e)}"}
-        return [error] * len(rows), {"call_ms": _ms(time.perf_counter() - start)}
+        return [error] * len(rows), {"call_ms": _ms(time.perf_counter() - start)}, None

@@ -74,6 +74,12 @@ class TaskError(BaseModel):
     error: str
 
 
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    checksum: str
+
+
 class TaskTiming(BaseModel):
     call_ms: float = Field(description="Round trip of the task call, seen from the ingress.")
     get_ms: float | None = Field(None, description="Reading the TokenBatch from the object store.")
@@ -87,23 +93,19 @@ class Timings(BaseModel):
     put_ms: float = Field(description="ray.put of the batch's TokenBatch.")
     ingress_ms: float = Field(0.0, description="Everything inside the ingress for this request.")
     tasks: dict[str, TaskTiming]
+    cached: list[str] = Field([], description="Tasks answered from the result cache.")
 
 
 class AnalyzeResponse(BaseModel):
     ner: list[Entity] | TaskError | None = None
     sentiment: Sentiment | TaskError | None = None
     summary: Summary | TaskError | None = None
+    models: dict[str, ModelInfo] = Field({}, description="The model that answered each task.")
     timings: Timings | None = None
 
 
 class BatchResponse(BaseModel):
     results: list[AnalyzeResponse]
-
-
-class ModelInfo(BaseModel):
-    name: str
-    version: str
-    checksum: str
 
 
 class VersionResponse(BaseModel):
@@ -125,6 +127,10 @@ class IngressSettings(_Settings):
     max_text_chars: int = Field(100_000, ge=1)
     max_batch_items: int = Field(64, ge=1)
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1)
+    token_cache_size: int = Field(1000, ge=0, description="Tokenized texts kept; 0 turns the cache off.")
+    token_cache_ttl_s: float = Field(300.0, gt=0)
+    result_cache_size: int = Field(1000, ge=0, description="Per-task results kept; 0 turns the cache off.")
+    result_cache_ttl_s: float = Field(300.0, gt=0)
 
 
 class TaskSettings(_Settings):

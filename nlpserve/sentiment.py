@@ -32,7 +32,7 @@ class SentimentModel:
 
     def info(self) -> dict:
         return {
-            "name": self.name,
+            "name": self.name + ("+int8" if self.encoder.int8 else ""),
             "version": minilm_version(),
             "checksum": checksum(Path(self.encoder.path) / "model.safetensors", self.head_path),
         }

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,9 +39,13 @@ class TokenBatch:
 
 
 class Tokenizer:
-    """A Hugging Face fast tokenizer that turns a list of texts into one TokenBatch."""
+    """A Hugging Face fast tokenizer that turns a list of texts into one TokenBatch.
 
-    def __init__(self, path: str | Path | None = None) -> None:
+    With a ``cache`` (any mapping, e.g. a cachetools TTLCache) texts seen before are not
+    tokenized again; the others are tokenized together in one call.
+    """
+
+    def __init__(self, path: str | Path | None = None, cache: MutableMapping | None = None) -> None:
         self.path = str(path or minilm_dir())
         tok = AutoTokenizer.from_pretrained(self.path)
         if not isinstance(tok, PreTrainedTokenizerFast):
@@ -49,27 +55,41 @@ class Tokenizer:
         # Tasks window long texts themselves, so the shared tokenization never truncates.
         self.backend.no_truncation()
         self.backend.no_padding()
+        self.cache = cache
+        self.counts: Counter[str] = Counter()
+
+    def _encode(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        self.counts["calls"] += 1
+        out = []
+        for e in self.backend.encode_batch(texts, add_special_tokens=False):
+            n = len(e.ids)
+            out.append(
+                (
+                    np.array(e.ids, dtype=np.int32),
+                    np.array(e.offsets, dtype=np.int32).reshape(n, 2),
+                    np.array([-1 if w is None else w for w in e.word_ids], dtype=np.int32),
+                )
+            )
+        return out
 
     def __call__(self, texts: list[str]) -> TokenBatch:
-        encodings = self.backend.encode_batch(texts, add_special_tokens=False)
-        lengths = np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(texts))
+        if self.cache is None:
+            rows = self._encode(texts)
+        else:
+            found = {t: self.cache.get(t) for t in dict.fromkeys(texts)}
+            missing = [t for t, r in found.items() if r is None]
+            self.counts.update(cache_hits=len(found) - len(missing), cache_misses=len(missing))
+            if missing:
+                for text, row in zip(missing, self._encode(missing)):
+                    found[text] = self.cache[text] = row
+            rows = [found[t] for t in texts]
         splits = np.zeros(len(texts) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=splits[1:])
-        n = int(splits[-1])
-        ids = np.empty(n, dtype=np.int32)
-        offsets = np.empty((n, 2), dtype=np.int32)
-        word_ids = np.empty(n, dtype=np.int32)
-        for i, e in enumerate(encodings):
-            s = slice(int(splits[i]), int(splits[i + 1]))
-            ids[s] = e.ids
-            if e.ids:
-                offsets[s] = e.offsets
-                word_ids[s] = [-1 if w is None else w for w in e.word_ids]
+        np.cumsum([len(r[0]) for r in rows], out=splits[1:])
         return TokenBatch(
             texts=list(texts),
-            ids=ids,
-            offsets=offsets,
-            word_ids=word_ids,
+            ids=np.concatenate([r[0] for r in rows]) if rows else np.zeros(0, np.int32),
+            offsets=np.concatenate([r[1] for r in rows]) if rows else np.zeros((0, 2), np.int32),
+            word_ids=np.concatenate([r[2] for r in rows]) if rows else np.zeros(0, np.int32),
             splits=splits,
             cls_id=self.hf.cls_token_id,
             sep_id=self.hf.sep_token_id,

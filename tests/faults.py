@@ -19,7 +19,7 @@ class BrokenNER:
 class StuckSummary:
     async def __call__(self, refs: list, rows: list[int]) -> dict:
         await asyncio.sleep(300)
-        return {"results": [], "get_ms": 0.0, "compute_ms": 0.0}
+        return {"results": [], "model": self.info(), "get_ms": 0.0, "compute_ms": 0.0}
 
     def info(self) -> dict:
         return {"name": "stuck", "version": "0", "checksum": "0"}

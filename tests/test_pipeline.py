@@ -35,7 +35,12 @@ def counting_task(store, log, name):
     async def call(refs, rows):
         log.append((name, refs, list(rows)))
         batch = store.get(refs[0])
-        return {"results": [f"{name}:{batch.texts[i]}" for i in rows], "get_ms": 0.5, "compute_ms": 2.0}
+        return {
+            "results": [f"{name}:{batch.texts[i]}" for i in rows],
+            "model": {"name": name, "version": "1", "checksum": "c"},
+            "get_ms": 0.5,
+            "compute_ms": 2.0,
+        }
 
     return call
 
@@ -51,6 +56,8 @@ def test_one_tokenization_one_put_one_call_per_task(tokenizer):
     ]
     out = asyncio.run(pipe.run(items))
     timings = [r.pop("timings") for r in out]
+    models = [r.pop("models") for r in out]
+    assert models[1] == {"sentiment": {"name": "sentiment", "version": "1", "checksum": "c"}}
     assert calls["tokenize"] == 1
     assert len(store.objects) == 1 and store.objects[0].texts == ["a b", "c d", "e f"]
     assert sorted((name, rows) for name, _, rows in log) == [
@@ -87,7 +94,7 @@ def test_failed_task_degrades_only_itself(tokenizer, failure):
             raise ValueError("model exploded")
         if failure == "hang":
             await asyncio.sleep(60)
-        return {"results": [], "get_ms": 0.0, "compute_ms": 0.0}
+        return {"results": [], "model": {}, "get_ms": 0.0, "compute_ms": 0.0}
 
     tasks = {"ner": broken, "sentiment": counting_task(store, log, "sentiment")}
     pipe, _ = make(tokenizer, store, tasks, timeout_s=0.2)

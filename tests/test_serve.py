@@ -4,6 +4,7 @@ import asyncio
 import json
 import sys
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -78,7 +79,8 @@ def test_curl_style_form_content_type_is_read_as_json(url):
 def test_only_requested_tasks_are_returned(url):
     r = post(url, "/analyze", {"text": "Berlin is lovely in May.", "tasks": ["ner"]})
     assert r.status_code == 200
-    assert set(r.json()) == {"ner", "timings"}
+    assert set(r.json()) == {"ner", "models", "timings"}
+    assert set(r.json()["models"]) == {"ner"}
     assert set(r.json()["timings"]["tasks"]) == {"ner"}
 
 
@@ -112,7 +114,10 @@ def _delta(after: dict, before: dict) -> dict:
 
 def test_one_tokenization_and_one_put_per_batch_and_tasks_get_object_refs(url):
     before, tasks_before = _stats()
-    r = post(url, "/analyze/batch", {"texts": [NEWS] * 8, "tasks": ["ner", "sentiment"]})
+    fresh = uuid.uuid4().hex  # texts no cache has seen
+    r = post(
+        url, "/analyze/batch", {"texts": [f"{NEWS} ({fresh} {i})" for i in range(8)], "tasks": ["ner", "sentiment"]}
+    )
     assert r.status_code == 200
     after, tasks_after = _stats()
     d = _delta(after, before)
@@ -127,13 +132,34 @@ def test_one_tokenization_and_one_put_per_batch_and_tasks_get_object_refs(url):
     # Concurrent single requests are batched together: still one tokenization and put per batch.
     before, _ = _stats()
     with ThreadPoolExecutor(16) as pool:
-        codes = list(pool.map(lambda i: post(url, "/analyze", {"text": f"Text number {i}."}).status_code, range(16)))
+        codes = list(pool.map(lambda i: post(url, "/analyze", {"text": f"Text {fresh} {i}."}).status_code, range(16)))
     assert codes == [200] * 16
     after, _ = _stats()
     d = _delta(after, before)
     assert d["items"] == 16
     assert d["tokenizations"] == d["puts"] == d["batches"] <= 16
     assert d["calls.ner"] == d["calls.sentiment"] == d["calls.summary"] == d["batches"]
+
+
+def test_repeated_text_is_answered_from_the_result_cache_per_task_and_model(url):
+    text = f"I really enjoyed this hotel in Lisbon ({uuid.uuid4().hex})."
+    first = post(url, "/analyze", {"text": text, "tasks": ["sentiment"]}).json()
+    assert first["timings"]["cached"] == []
+    second = post(url, "/analyze", {"text": text, "tasks": ["sentiment"]}).json()
+    assert second["timings"]["cached"] == ["sentiment"] and second["timings"]["tasks"] == {}
+    assert second["sentiment"] == first["sentiment"] and second["models"] == first["models"]
+    # Another task set: the cached task is reused, the new one is computed.
+    third = post(url, "/analyze", {"text": text, "tasks": ["sentiment", "ner"]}).json()
+    assert third["timings"]["cached"] == ["sentiment"] and set(third["timings"]["tasks"]) == {"ner"}
+    assert ("Lisbon", "GPE") in {(e["word"], e["entity_group"]) for e in third["ner"]}
+    stats, _ = _stats()
+    assert stats["result_cache_hits"] >= 2 and stats["token_cache_misses"] >= 1
+
+
+def test_every_answer_names_the_models_that_made_it(url):
+    out = post(url, "/analyze", {"text": f"Paris in spring ({uuid.uuid4().hex})."}).json()
+    version = requests.get(url + "/version", timeout=30).json()
+    assert out["models"] == version["tasks"]
 
 
 def test_healthz_and_version(url):

@@ -20,3 +20,21 @@ def test_batch_is_flat_and_offsets_point_into_text(tokenizer):
 def test_long_text_is_not_truncated(tokenizer):
     b = tokenizer(["word " * 2000])
     assert b.splits[1] == 2000
+
+
+def test_cache_skips_known_texts_and_expires():
+    from cachetools import TTLCache
+
+    from nlpserve.tokens import Tokenizer
+
+    now = [0.0]
+    tok = Tokenizer(cache=TTLCache(maxsize=2, ttl=300, timer=lambda: now[0]))
+    first = tok(["a b", "c d"])
+    again = tok(["c d", "a b", "a b"])
+    assert tok.counts["calls"] == 1 and tok.counts["cache_hits"] == 2
+    assert again.ids.tolist() == first.ids[first.span(1)].tolist() + 2 * first.ids[first.span(0)].tolist()
+    tok(["e f"])  # evicts the least recently used of two entries
+    assert tok.counts["calls"] == 2 and len(tok.cache) == 2
+    now[0] = 301.0  # past the TTL: everything is tokenized again
+    tok(["e f"])
+    assert tok.counts["calls"] == 3
