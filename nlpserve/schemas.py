@@ -90,6 +90,7 @@ class Timings(BaseModel):
     batch_size: int = Field(description="Texts in the batch this text was tokenized with.")
     queue_ms: float = Field(description="Waiting for the batch to start (batch wait and queue).")
     tokenize_ms: float
+    tokenized_texts: int = Field(0, description="Texts of the batch that were tokenized (not in the token cache).")
     put_ms: float = Field(description="ray.put of the batch's TokenBatch.")
     ingress_ms: float = Field(0.0, description="Everything inside the ingress for this request.")
     tasks: dict[str, TaskTiming]

@@ -30,6 +30,7 @@ class TokenBatch:
     cls_id: int
     sep_id: int
     pad_id: int
+    encoded: int = 0  # texts actually run through the tokenizer for this batch (the rest were cached)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -75,6 +76,7 @@ class Tokenizer:
     def __call__(self, texts: list[str]) -> TokenBatch:
         if self.cache is None:
             rows = self._encode(texts)
+            encoded = len(texts)
         else:
             found = {t: self.cache.get(t) for t in dict.fromkeys(texts)}
             missing = [t for t, r in found.items() if r is None]
@@ -83,6 +85,7 @@ class Tokenizer:
                 for text, row in zip(missing, self._encode(missing)):
                     found[text] = self.cache[text] = row
             rows = [found[t] for t in texts]
+            encoded = len(missing)
         splits = np.zeros(len(texts) + 1, dtype=np.int64)
         np.cumsum([len(r[0]) for r in rows], out=splits[1:])
         return TokenBatch(
@@ -94,4 +97,5 @@ class Tokenizer:
             cls_id=self.hf.cls_token_id,
             sep_id=self.hf.sep_token_id,
             pad_id=self.hf.pad_token_id,
+            encoded=encoded,
         )

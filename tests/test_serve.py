@@ -18,12 +18,15 @@ from nlpserve import local
 pytestmark = pytest.mark.serve
 
 TESTS = Path(__file__).resolve().parent
+METRICS_PORT = local.free_port()
 
 
 @pytest.fixture(scope="module")
 def url():
     # Workers import the fault deployments from tests/.
-    base = local.start(num_cpus=4, runtime_env={"env_vars": {"PYTHONPATH": str(TESTS)}})
+    base = local.start(
+        num_cpus=4, runtime_env={"env_vars": {"PYTHONPATH": str(TESTS)}}, _metrics_export_port=METRICS_PORT
+    )
     _deploy_faulty_app()
     yield base
     local.stop()
@@ -236,3 +239,75 @@ def test_async_clients_do_not_hang(url):
         return [r.status_code for r in rs]
 
     assert asyncio.run(many()) == [200] * 24
+
+
+def test_cli_resumes_after_a_kill_without_losing_or_repeating_lines(url, tmp_path):
+    import os
+    import signal
+    import subprocess
+
+    src, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    fresh = uuid.uuid4().hex
+    lines = []
+    for i in range(1, 121):
+        if i in (5, 50):
+            lines.append("{not json")
+        elif i == 77:
+            lines.append('{"id": 77}')
+        elif i % 2:
+            lines.append(json.dumps(f"Line {i} about Berlin and Paris ({fresh})."))
+        else:
+            lines.append(json.dumps({"id": f"doc-{i}", "text": f"Line {i}: Apple hired Tim Cook ({fresh})."}))
+    src.write_text("\n".join(lines) + "\n")
+    cmd = [sys.executable, "-m", "nlpserve.cli", "analyze", str(src), "-o", str(out), "--url", url]
+    cmd += ["--batch-size", "4", "--concurrency", "2", "--quiet", "--tasks", "ner", "sentiment"]
+
+    first = subprocess.Popen(cmd)
+    deadline = time.monotonic() + 120
+    while (not out.exists() or len(out.read_text().splitlines()) < 12) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    assert first.returncode == -signal.SIGKILL  # it really was cut off mid-file
+    partial = len(out.read_text().splitlines())
+    assert 12 <= partial < 117
+
+    subprocess.run(cmd, check=True, timeout=300)
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    numbers = [r["line"] for r in rows]
+    assert len(numbers) == len(set(numbers)) == 117  # every good line once
+    assert set(numbers) == set(range(1, 121)) - {5, 50, 77}
+    by_line = {r["line"]: r for r in rows}
+    assert by_line[2]["id"] == "doc-2" and by_line[3]["id"] == 3
+    assert ("Tim Cook", "PERSON") in {(e["word"], e["entity_group"]) for e in by_line[2]["ner"]}
+    assert by_line[3]["models"].keys() == {"ner", "sentiment"}
+    errors = [json.loads(x) for x in (tmp_path / "out.errors.jsonl").read_text().splitlines()]
+    assert sorted(e["line"] for e in errors) == [5, 50, 77]
+    assert all(e["error"] for e in errors)
+
+
+def test_prometheus_metrics_after_traffic(url):
+    """Runs last: the traffic of the tests above, the faulty app's included, shows up in Ray's exporter."""
+    post(url, "/analyze", {"text": f"Metrics from Madrid ({uuid.uuid4().hex})."})
+    wanted = [
+        "ray_nlpserve_task_latency_ms_bucket{",
+        "ray_nlpserve_task_compute_ms_bucket{",
+        "ray_nlpserve_batch_size_bucket{",
+        "ray_nlpserve_batches_total",
+        "ray_nlpserve_tokenizations_total",
+        'cache="result"',
+        'cache="token"',
+        'kind="timeout"',
+        'kind="error"',
+    ]
+    deadline = time.monotonic() + 90
+    while True:
+        text = requests.get(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10).text
+        missing = [w for w in wanted if w not in text]
+        if not missing or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert not missing, missing
+    failures = [x for x in text.splitlines() if x.startswith("ray_nlpserve_task_failures")]
+    assert any('task="ner"' in x and 'kind="error"' in x for x in failures)
+    assert any('task="summary"' in x and 'kind="timeout"' in x for x in failures)

@@ -1,0 +1,50 @@
+"""Prometheus metrics of the ingress, through Ray Serve's metrics API (exported by Ray)."""
+
+from ray.serve import metrics
+
+MS_BUCKETS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000]
+SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64]
+
+
+class IngressMetrics:
+    def __init__(self) -> None:
+        self.task_latency = metrics.Histogram(
+            "nlpserve_task_latency_ms", "Round trip of one task call for a batch.", MS_BUCKETS, tag_keys=("task",)
+        )
+        self.task_compute = metrics.Histogram(
+            "nlpserve_task_compute_ms", "Model time of one task call for a batch.", MS_BUCKETS, tag_keys=("task",)
+        )
+        self.task_failures = metrics.Counter(
+            "nlpserve_task_failures", "Task calls that failed or timed out.", tag_keys=("task", "kind")
+        )
+        self.batch_size = metrics.Histogram("nlpserve_batch_size", "Texts per tokenized batch.", SIZE_BUCKETS)
+        self.batches = metrics.Counter("nlpserve_batches", "Batches run by the ingress.")
+        self.tokenizations = metrics.Counter(
+            "nlpserve_tokenizations", "Tokenizer calls (one per batch, none when all its texts were cached)."
+        )
+        self.cache = metrics.Counter("nlpserve_cache_lookups", "Cache lookups.", tag_keys=("cache", "outcome"))
+
+    def batch(self, results: list[dict], unique_texts: int, token_cache: bool) -> None:
+        timings = results[0]["timings"]
+        self.batch_size.observe(timings["batch_size"])
+        encoded = timings["tokenized_texts"]
+        self.batches.inc()
+        if encoded:
+            self.tokenizations.inc()
+        if token_cache:
+            for outcome, n in (("hit", unique_texts - encoded), ("miss", encoded)):
+                if n > 0:  # Ray's Counter.inc refuses 0
+                    self.cache.inc(n, tags={"cache": "token", "outcome": outcome})
+        seen = {}
+        for r in results:
+            seen.update({task: (t, r.get(task)) for task, t in r["timings"]["tasks"].items()})
+        for task, (timing, answer) in seen.items():
+            self.task_latency.observe(timing["call_ms"], tags={"task": task})
+            if timing.get("compute_ms") is not None:
+                self.task_compute.observe(timing["compute_ms"], tags={"task": task})
+            if isinstance(answer, dict) and "error" in answer:
+                kind = "timeout" if "timed out" in answer["error"] else "error"
+                self.task_failures.inc(tags={"task": task, "kind": kind})
+
+    def result_cache(self, hit: bool) -> None:
+        self.cache.inc(tags={"cache": "result", "outcome": "hit" if hit else "miss"})
