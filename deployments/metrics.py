@@ -32,9 +32,7 @@ class IngressMetrics:
         if encoded:
             self.tokenizations.inc()
         if token_cache:
-            for outcome, n in (("hit", unique_texts - encoded), ("miss", encoded)):
-                if n > 0:  # Ray's Counter.inc refuses 0
-                    self.cache.inc(n, tags={"cache": "token", "outcome": outcome})
+            self._lookups("token", unique_texts - encoded, encoded)
         seen = {}
         for r in results:
             seen.update({task: (t, r.get(task)) for task, t in r["timings"]["tasks"].items()})
@@ -46,5 +44,10 @@ class IngressMetrics:
                 kind = "timeout" if "timed out" in answer["error"] else "error"
                 self.task_failures.inc(tags={"task": task, "kind": kind})
 
-    def result_cache(self, hit: bool) -> None:
-        self.cache.inc(tags={"cache": "result", "outcome": "hit" if hit else "miss"})
+    def result_cache(self, hits: int, misses: int) -> None:
+        self._lookups("result", hits, misses)
+
+    def _lookups(self, cache: str, hits: int, misses: int) -> None:
+        for outcome, n in (("hit", hits), ("miss", misses)):
+            if n > 0:  # Ray's Counter.inc refuses 0
+                self.cache.inc(n, tags={"cache": cache, "outcome": outcome})

@@ -1,4 +1,5 @@
-"""Locust users for the /analyze API.
+"""Locust users for the /analyze API: single calls with all tasks or a subset, batch calls, and
+about one text in five repeated (the rest are new, so caches do not flatter the numbers).
 
 Headless run against a running service (`serve run config/config.yaml`):
 
@@ -30,6 +31,14 @@ NEWS = [
     "waiting for a refund.",
 ]
 TASK_SETS = [["ner", "sentiment", "summary"], ["sentiment"], ["ner"], ["ner", "sentiment"]]
+REPEATED = 0.2  # share of requests that repeat a text seen before (the rest are new texts)
+
+
+def text() -> str:
+    base = random.choice(NEWS)
+    if random.random() < REPEATED:
+        return base
+    return f"{base} (Ref. {random.randrange(10**9)}.)"
 
 
 class AnalyzeUser(HttpUser):
@@ -37,14 +46,14 @@ class AnalyzeUser(HttpUser):
 
     @task(6)
     def analyze_all(self) -> None:
-        self.client.post("/analyze", json={"text": random.choice(NEWS)}, name="/analyze (all tasks)")
+        self.client.post("/analyze", json={"text": text()}, name="/analyze (all tasks)")
 
     @task(3)
     def analyze_subset(self) -> None:
-        body = {"text": random.choice(NEWS), "tasks": random.choice(TASK_SETS)}
+        body = {"text": text(), "tasks": random.choice(TASK_SETS)}
         self.client.post("/analyze", json=body, name="/analyze (subset)")
 
     @task(1)
     def analyze_batch(self) -> None:
-        texts = random.sample(NEWS, k=random.randint(2, len(NEWS)))
+        texts = [text() for _ in range(random.randint(2, len(NEWS)))]
         self.client.post("/analyze/batch", json={"texts": texts}, name="/analyze/batch")
