@@ -44,6 +44,6 @@ PARAGRAPHS = [
 ]
 
 
-def make_texts(n: int) -> list[str]:
-    """``n`` texts, cycling through the paragraphs (repeats are fine: nothing is cached)."""
-    return [PARAGRAPHS[i % len(PARAGRAPHS)] for i in range(n)]
+def make_texts(n: int, start: int = 0) -> list[str]:
+    """``n`` distinct texts (the paragraphs with a numbered note), so no cache answers them."""
+    return [f"{PARAGRAPHS[i % len(PARAGRAPHS)]} (Note {i}.)" for i in range(start, start + n)]
