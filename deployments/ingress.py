@@ -9,14 +9,14 @@ import ray
 from cachetools import TTLCache
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.metrics import IngressMetrics
 from nlpserve.cache import ResultCache
 from nlpserve.pipeline import Item, Pipeline, describe
-from nlpserve.resources import checksum, minilm_version
+from nlpserve.resources import PAGE, checksum, minilm_version
 from nlpserve.schemas import (
     AnalyzeRequest,
     AnalyzeResponse,
@@ -108,6 +108,7 @@ class Ingress:
     def __init__(self, ner: DeploymentHandle, sentiment: DeploymentHandle, summary: DeploymentHandle) -> None:
         self.handles = {"ner": ner, "sentiment": sentiment, "summary": summary}
         self.tokenizer = Tokenizer()
+        self.page_html = PAGE.read_text()
         self.settings = IngressSettings()
         self.pipeline = Pipeline(
             self.tokenizer,
@@ -175,6 +176,11 @@ class Ingress:
         tasks = tuple(request.tasks)
         results = await asyncio.gather(*(self._analyze(t, tasks) for t in request.texts))
         return {"results": results}
+
+    @api.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page(self) -> str:
+        """A page to try the service in a browser (no external assets)."""
+        return self.page_html
 
     @api.get("/healthz")
     async def healthz(self) -> dict:

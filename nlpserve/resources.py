@@ -8,6 +8,7 @@ from pathlib import Path
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 SENTIMENT_HEAD = DATA_DIR / "sentiment_head.safetensors"
+PAGE = Path(__file__).resolve().parent / "static" / "index.html"
 
 
 def minilm_dir() -> Path:

@@ -1,8 +1,46 @@
-import pytest
+import sys
+from pathlib import Path
 
+import pytest
+from ray import serve
+
+from nlpserve import local
 from nlpserve.tokens import Tokenizer
 
 
 @pytest.fixture(scope="session")
 def tokenizer() -> Tokenizer:
     return Tokenizer()
+
+
+TESTS = Path(__file__).resolve().parent
+METRICS_PORT = local.free_port()
+
+
+@pytest.fixture(scope="session")
+def url():
+    # Workers import the fault deployments from tests/.
+    base = local.start(
+        num_cpus=4, runtime_env={"env_vars": {"PYTHONPATH": str(TESTS)}}, _metrics_export_port=METRICS_PORT
+    )
+    _deploy_faulty_app()
+    yield base
+    local.stop()
+
+
+def _deploy_faulty_app():
+    """A second app: real ingress and sentiment, NER that raises, a summarizer that never returns."""
+    sys.path.insert(0, str(TESTS))
+    from faults import BrokenNER, StuckSummary
+
+    from deployments.ingress import Ingress
+    from deployments.sentiment import Sentiment
+
+    ingress = Ingress.options(name="FaultyIngress", user_config={"task_timeout_s": 5.0})
+    app = ingress.bind(BrokenNER.bind(), Sentiment.options(name="FaultySentiment").bind(), StuckSummary.bind())
+    serve.run(app, name="faulty", route_prefix="/faulty")
+
+
+@pytest.fixture(scope="session")
+def metrics_port(url) -> int:
+    return METRICS_PORT

@@ -6,43 +6,13 @@ import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 import requests
 from ray import serve
 from samples import NEWS
 
-from nlpserve import local
-
 pytestmark = pytest.mark.serve
-
-TESTS = Path(__file__).resolve().parent
-METRICS_PORT = local.free_port()
-
-
-@pytest.fixture(scope="module")
-def url():
-    # Workers import the fault deployments from tests/.
-    base = local.start(
-        num_cpus=4, runtime_env={"env_vars": {"PYTHONPATH": str(TESTS)}}, _metrics_export_port=METRICS_PORT
-    )
-    _deploy_faulty_app()
-    yield base
-    local.stop()
-
-
-def _deploy_faulty_app():
-    """A second app: real ingress and sentiment, NER that raises, a summarizer that never returns."""
-    sys.path.insert(0, str(TESTS))
-    from faults import BrokenNER, StuckSummary
-
-    from deployments.ingress import Ingress
-    from deployments.sentiment import Sentiment
-
-    ingress = Ingress.options(name="FaultyIngress", user_config={"task_timeout_s": 5.0})
-    app = ingress.bind(BrokenNER.bind(), Sentiment.options(name="FaultySentiment").bind(), StuckSummary.bind())
-    serve.run(app, name="faulty", route_prefix="/faulty")
 
 
 def post(url: str, path: str, body, **kw) -> requests.Response:
@@ -286,7 +256,7 @@ def test_cli_resumes_after_a_kill_without_losing_or_repeating_lines(url, tmp_pat
     assert all(e["error"] for e in errors)
 
 
-def test_prometheus_metrics_after_traffic(url):
+def test_prometheus_metrics_after_traffic(url, metrics_port):
     """Runs last: the traffic of the tests above, the faulty app's included, shows up in Ray's exporter."""
     post(url, "/analyze", {"text": f"Metrics from Madrid ({uuid.uuid4().hex})."})
     wanted = [
@@ -302,7 +272,7 @@ def test_prometheus_metrics_after_traffic(url):
     ]
     deadline = time.monotonic() + 90
     while True:
-        text = requests.get(f"http://127.0.0.1:{METRICS_PORT}/metrics", timeout=10).text
+        text = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
         missing = [w for w in wanted if w not in text]
         if not missing or time.monotonic() > deadline:
             break

