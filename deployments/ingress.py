@@ -117,7 +117,12 @@ class Ingress:
         )
         self.results: ResultCache | None = None
         self.metrics = IngressMetrics()
-        self._versions: dict | None = None
+        path = Path(self.tokenizer.path)
+        self.tokenizer_info = {
+            "name": "bert-base-uncased WordPiece (all-MiniLM-L6-v2)",
+            "version": minilm_version(),
+            "checksum": checksum(path / "tokenizer.json", path / "vocab.txt"),
+        }
         self.reconfigure({})
 
     def reconfigure(self, config: dict) -> None:
@@ -188,28 +193,14 @@ class Ingress:
 
     @api.get("/version", response_model=VersionResponse)
     async def version(self) -> dict:
-        if self._versions is None:
-            tasks, complete = {}, True
-            for name, handle in self.handles.items():
-                try:
-                    tasks[name] = await asyncio.wait_for(handle.info.remote(), self.settings.task_timeout_s)
-                except Exception as e:  # noqa: BLE001 - report, retry on the next call
-                    tasks[name] = {"error": describe(e)}
-                    complete = False
-            path = Path(self.tokenizer.path)
-            versions = {
-                "service": metadata.version("nlpserve"),
-                "tokenizer": {
-                    "name": "bert-base-uncased WordPiece (all-MiniLM-L6-v2)",
-                    "version": minilm_version(),
-                    "checksum": checksum(path / "tokenizer.json", path / "vocab.txt"),
-                },
-                "tasks": tasks,
-            }
-            if not complete:
-                return versions
-            self._versions = versions
-        return self._versions
+        """Asked of the task replicas on every call, so it follows redeploys and reconfigures."""
+        tasks = {}
+        for name, handle in self.handles.items():
+            try:
+                tasks[name] = await asyncio.wait_for(handle.info.remote(), self.settings.task_timeout_s)
+            except Exception as e:  # noqa: BLE001 - an unreachable task is reported, not fatal
+                tasks[name] = {"error": describe(e)}
+        return {"service": metadata.version("nlpserve"), "tokenizer": self.tokenizer_info, "tasks": tasks}
 
     async def stats(self) -> dict:
         """Counters: batches, tokenizations, puts, calls per task, cache hits and misses."""
