@@ -42,11 +42,16 @@ def test_page_is_self_contained(url):
     assert "http://" not in r.text and "https://" not in r.text  # no CDN or other outside assets
 
 
-def test_page_highlights_entities_and_shows_sentiment_summary_and_models(url, page, tmp_path):
-    page.goto(url + "/")
-    page.fill("#text", TEXT)
+def analyze(page, address: str, text: str, wait_for: str) -> None:
+    """Type ``text`` into the page at ``address``, press Analyze and wait for ``wait_for``."""
+    page.goto(address)
+    page.fill("#text", text)
     page.click("#analyze")
-    page.wait_for_selector("mark.ent", timeout=60_000)
+    page.wait_for_selector(wait_for, timeout=60_000)
+
+
+def test_page_highlights_entities_and_shows_sentiment_summary_and_models(url, page, tmp_path):
+    analyze(page, url + "/", TEXT, "mark.ent")
 
     people = page.locator('mark.ent[data-label="PERSON"]')
     assert people.count() == 2
@@ -70,10 +75,7 @@ def test_page_highlights_entities_and_shows_sentiment_summary_and_models(url, pa
 
 
 def test_page_shows_a_degraded_task_as_an_error(url, page):
-    page.goto(url + "/faulty/")
-    page.fill("#text", "Angela Merkel visited Paris.")
-    page.click("#analyze")
-    page.wait_for_selector('.error[data-task="ner"]', timeout=60_000)
+    analyze(page, url + "/faulty/", "Angela Merkel visited Paris.", '.error[data-task="ner"]')
     assert "NER model crashed" in page.locator('.error[data-task="ner"]').inner_text()
     page.wait_for_selector('.error[data-task="summary"]', timeout=60_000)
     assert "timed out" in page.locator('.error[data-task="summary"]').inner_text()
@@ -81,8 +83,5 @@ def test_page_shows_a_degraded_task_as_an_error(url, page):
 
 
 def test_page_reports_bad_input(url, page):
-    page.goto(url + "/")
-    page.fill("#text", "   ")
-    page.click("#analyze")
-    page.wait_for_selector('.error[data-task="request"]', timeout=30_000)
+    analyze(page, url + "/", "   ", '.error[data-task="request"]')
     assert "422" in page.locator('.error[data-task="request"]').inner_text()
