@@ -11,6 +11,10 @@ import httpx
 import numpy as np
 
 
+def percentiles(values: list[float]) -> dict:
+    return {f"p{q}_ms": float(np.percentile(values, q)) for q in (50, 95, 99)}
+
+
 @dataclass
 class Result:
     latencies_ms: list[float] = field(default_factory=list)
@@ -20,13 +24,10 @@ class Result:
     texts: int = 0
 
     def summary(self) -> dict:
-        lat = np.array(self.latencies_ms) if self.latencies_ms else np.array([np.nan])
         return {
             "requests": len(self.latencies_ms),
             "errors": self.errors,
-            "p50_ms": float(np.percentile(lat, 50)),
-            "p95_ms": float(np.percentile(lat, 95)),
-            "p99_ms": float(np.percentile(lat, 99)),
+            **percentiles(self.latencies_ms or [float("nan")]),
             "req_per_s": len(self.latencies_ms) / self.elapsed_s if self.elapsed_s else 0.0,
             "texts_per_s": self.texts / self.elapsed_s if self.elapsed_s else 0.0,
         }

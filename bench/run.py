@@ -24,7 +24,7 @@ import httpx
 import numpy as np
 import torch
 
-from bench.load import load
+from bench.load import load, percentiles
 from bench.texts import make_texts
 from nlpserve import local
 from nlpserve.local import ROOT, free_port
@@ -32,10 +32,6 @@ from nlpserve.schemas import TASKS
 
 CONCURRENCY = (1, 4, 16, 64)
 BATCHES = (1, 8, 16, 32)
-
-
-def percentiles(values: list[float]) -> dict:
-    return {f"p{q}_ms": float(np.percentile(values, q)) for q in (50, 95, 99)}
 
 
 # ---------------------------------------------------------------- in-process
