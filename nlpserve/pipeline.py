@@ -75,7 +75,7 @@ class Pipeline:
                     "batch_size": len(items),
                     "queue_ms": _ms(start - it.received),
                     "tokenize_ms": _ms(tokenized - start),
-                    "tokenized_texts": getattr(batch, "encoded", len(items)),
+                    "tokenized_texts": batch.encoded,
                     "put_ms": _ms(stored - tokenized),
                     "tasks": {},
                 },
