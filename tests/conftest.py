@@ -24,6 +24,7 @@ def url():
         num_cpus=4, runtime_env={"env_vars": {"PYTHONPATH": str(TESTS)}}, _metrics_export_port=METRICS_PORT
     )
     _deploy_faulty_app()
+    _deploy_small_app()
     yield base
     local.stop()
 
@@ -39,6 +40,24 @@ def _deploy_faulty_app():
     ingress = Ingress.options(name="FaultyIngress", user_config={"task_timeout_s": 5.0})
     app = ingress.bind(BrokenNER.bind(), Sentiment.options(name="FaultySentiment").bind(), StuckSummary.bind())
     serve.run(app, name="faulty", route_prefix="/faulty")
+
+
+def _deploy_small_app():
+    """A third app for overload: an ingress that takes 2 requests, queues 2 more, and whose only
+    task (summary) takes 2 s, so a burst overflows it at once."""
+    from faults import BrokenNER, StuckSummary
+
+    from deployments.ingress import Ingress
+
+    ingress = Ingress.options(
+        name="SmallIngress",
+        max_ongoing_requests=2,
+        max_queued_requests=2,
+        backpressure_config={"retry_after_s": 1},
+        user_config={"task_timeout_s": 2.0, "result_cache_size": 0},
+    )
+    app = ingress.bind(BrokenNER.bind(), BrokenNER.options(name="BrokenSentiment").bind(), StuckSummary.bind())
+    serve.run(app, name="small", route_prefix="/small")
 
 
 @pytest.fixture(scope="session")

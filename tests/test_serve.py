@@ -10,14 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 from ray import serve
-from samples import NEWS
+from samples import NEWS, post
 
 pytestmark = pytest.mark.serve
-
-
-def post(url: str, path: str, body, **kw) -> requests.Response:
-    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
-    return requests.post(url + path, data=data, timeout=60, **kw)
 
 
 def test_news_paragraph_gets_entities_sentiment_and_summary(url):
