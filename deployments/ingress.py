@@ -18,6 +18,7 @@ from nlpserve.cache import ResultCache
 from nlpserve.pipeline import Item, Pipeline, describe
 from nlpserve.resources import PAGE, checksum, minilm_version
 from nlpserve.schemas import (
+    ERRORS,
     AnalyzeRequest,
     AnalyzeResponse,
     BatchRequest,
@@ -166,12 +167,12 @@ class Ingress:
         result["timings"]["ingress_ms"] = round((time.perf_counter() - received) * 1000, 3)
         return result
 
-    @api.post("/analyze", response_model=AnalyzeResponse, response_model_exclude_none=True)
+    @api.post("/analyze", response_model=AnalyzeResponse, response_model_exclude_none=True, responses=ERRORS)
     async def analyze(self, request: AnalyzeRequest) -> dict:
         self._check_length(request.text, "text")
         return await self._analyze(request.text, tuple(request.tasks))
 
-    @api.post("/analyze/batch", response_model=BatchResponse, response_model_exclude_none=True)
+    @api.post("/analyze/batch", response_model=BatchResponse, response_model_exclude_none=True, responses=ERRORS)
     async def analyze_batch(self, request: BatchRequest) -> dict:
         limit = self.settings.max_batch_items
         if len(request.texts) > limit:

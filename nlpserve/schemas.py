@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 Task = Literal["ner", "sentiment", "summary"]
 TASKS: tuple[Task, ...] = ("ner", "sentiment", "summary")
+
+
+# Documents in the OpenAPI spec what the validators below check (a text must not be blank).
+NOT_BLANK = {"minLength": 1, "pattern": r"\S"}
 
 
 def _dedupe(tasks: list[Task]) -> list[Task]:
@@ -22,7 +26,7 @@ def _not_blank(text: str) -> str:
 
 class AnalyzeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    text: str = Field(min_length=1, description="The text to analyze.")
+    text: str = Field(min_length=1, description="The text to analyze.", json_schema_extra=NOT_BLANK)
     tasks: list[Task] = Field(default=list(TASKS), min_length=1, description="Tasks to run; all by default.")
 
     _text = field_validator("text")(_not_blank)
@@ -31,7 +35,9 @@ class AnalyzeRequest(BaseModel):
 
 class BatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    texts: list[str] = Field(min_length=1, description="Texts to analyze, each like `text` of /analyze.")
+    texts: list[Annotated[str, Field(json_schema_extra=NOT_BLANK)]] = Field(
+        min_length=1, description="Texts to analyze, each like `text` of /analyze."
+    )
     tasks: list[Task] = Field(default=list(TASKS), min_length=1)
 
     @field_validator("texts")
@@ -113,6 +119,17 @@ class VersionResponse(BaseModel):
     service: str
     tokenizer: ModelInfo
     tasks: dict[str, ModelInfo | TaskError]
+
+
+class ErrorResponse(BaseModel):
+    detail: str
+
+
+ERRORS: dict[int | str, dict] = {
+    400: {"model": ErrorResponse, "description": "Malformed JSON, invalid UTF-8 or a bad Content-Length."},
+    413: {"model": ErrorResponse, "description": "Body, text or batch over its configured limit."},
+    503: {"description": "Overloaded: the request queue is full; retry after `Retry-After` seconds."},
+}
 
 
 class _Settings(BaseModel):

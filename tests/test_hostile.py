@@ -1,0 +1,82 @@
+"""Hostile input: generated from the OpenAPI spec by schemathesis, and explicit nasty cases."""
+
+import json
+
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from samples import post
+
+pytestmark = pytest.mark.serve
+
+
+@pytest.fixture
+def api_schema(url):
+    return schemathesis.openapi.from_url(url + "/openapi.json")
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@schema.parametrize()
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+def test_generated_requests_get_documented_answers_and_never_5xx(case):
+    # Default checks: no 5xx, documented status codes and content types, responses match their schemas,
+    # schema-valid bodies accepted and schema-invalid ones rejected.
+    case.call_and_validate(timeout=120)
+
+
+def _check_answer(text: str, out: dict) -> None:
+    for e in out["ner"]:
+        assert text[e["start"] : e["end"]] == e["word"]
+    assert out["sentiment"]["label"] in {"positive", "neutral", "negative"}
+    summary = out["summary"]
+    assert summary["summary_text"] == " ".join(text[s["start"] : s["end"]] for s in summary["sentences"])
+
+
+ANSWERED = {
+    "control characters": "Apple\x00 Inc. opened\x01 an office\x7f in Paris.\x1b[31m",
+    "emoji, CJK and RTL": "I love 😀 Paris! 东京是日本的首都。 مرحبا بالعالم שלום עולם 👩‍👩‍👧",
+    "punctuation only": "!!! ??? ... ,,, ;;; --- ***",
+    "zero-width characters only": "\u200b\u200c\u200d\ufeff",
+    "one 50k-character token": "a" * 50_000,
+    "combining marks": "e\u0301" * 2000,
+    "thousands of one-word lines": "\n".join(["Paris."] * 2000),
+}
+
+
+@pytest.mark.parametrize("text", ANSWERED.values(), ids=ANSWERED.keys())
+def test_strange_text_gets_a_correct_answer(url, text):
+    r = post(url, "/analyze", {"text": text})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert not [t for t in ("ner", "sentiment", "summary") if "error" in out[t]], out
+    _check_answer(text, out)
+
+
+def test_emoji_cjk_rtl_entities_keep_character_offsets(url):
+    text = "😀😀 Tim Cook met 東京 officials in Paris, then flew to תל אביב with Apple Inc."
+    out = post(url, "/analyze", {"text": text, "tasks": ["ner"]}).json()
+    found = {(e["word"], e["entity_group"]) for e in out["ner"]}
+    assert ("Tim Cook", "PERSON") in found and ("Paris", "GPE") in found
+    _check_answer(text, {**out, "sentiment": {"label": "neutral"}, "summary": {"summary_text": "", "sentences": []}})
+
+
+HOSTILE = [
+    ("deeply nested JSON", b'{"text": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", 400, "error parsing the body"),
+    ("nested JSON in an extra field", b'{"text": "a", "x": ' + b'{"a":' * 5000 + b"1" + b"}" * 5001, 400, "parsing"),
+    ("a 5000-digit number", b'{"text": "a", "tasks": 1' + b"0" * 5000 + b"}", 400, "error parsing the body"),
+    ("unpaired surrogate", b'{"text": "abc \\ud800 def"}', 422, "unicode"),
+    ("NaN as text", b'{"text": NaN}', 422, "valid string"),
+    ("10k-item batch", json.dumps({"texts": ["hello"] * 10_000}).encode(), 413, "batch has 10000 texts"),
+    ("10k tasks", json.dumps({"text": "hi", "tasks": ["ner"] * 10_000}).encode(), 200, None),
+]
+
+
+@pytest.mark.parametrize("case,body,status,message", HOSTILE, ids=[c[0] for c in HOSTILE])
+def test_hostile_bodies_get_a_clear_answer(url, case, body, status, message):
+    path = "/analyze/batch" if b'"texts"' in body else "/analyze"
+    r = post(url, path, body, headers={"content-type": "application/json"})
+    assert r.status_code == status, r.text
+    if message:
+        assert message in json.dumps(r.json()["detail"])
