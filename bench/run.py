@@ -200,11 +200,11 @@ def int8_effect(reps: int) -> dict:
         rows = [batch.ids[batch.span(i)] for i in range(bs)]
         for mode in (False, True):
             encoder.set_int8(mode)
-            encoder.embed(rows, batch.cls_id, batch.sep_id, batch.pad_id)
+            encoder.embed(rows, *batch.specials)
             times = []
             for _ in range(max(3, reps // bs)):
                 s = time.perf_counter()
-                encoder.embed(rows, batch.cls_id, batch.sep_id, batch.pad_id)
+                encoder.embed(rows, *batch.specials)
                 times.append((time.perf_counter() - s) * 1000 / bs)
             out[f"{'int8' if mode else 'fp32'}_ms_per_text_batch{bs}"] = statistics.median(times)
     try:

@@ -1,4 +1,5 @@
-"""What the three task deployments share: resolve the nested ObjectRef, run the model."""
+"""What the three task deployments share: load the configured model, resolve the nested
+ObjectRef, check it was tokenized for this model, run the model."""
 
 from __future__ import annotations
 
@@ -8,34 +9,49 @@ from collections import Counter
 import ray
 import torch
 
+from nlpserve.pipeline import TokenizerMismatch
 from nlpserve.schemas import TaskSettings
+from nlpserve.tokens import TokenizerSpec
 
 
 class TaskReplica:
-    """Base of a task deployment; subclasses set ``settings`` and implement ``load``/``apply``."""
+    """Base of a task deployment; subclasses set ``settings`` and implement ``load``/``apply``.
+
+    The model is chosen by the ``user_config`` (``backend``, ``model``) and loaded in
+    ``reconfigure``, which Serve calls before the replica takes requests; a changed model
+    reference loads the new model in place."""
 
     settings: type[TaskSettings] = TaskSettings
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
-        self.model = self.load()
-        self.reconfigure({})
+        self.model = None
+        self.loaded: tuple | None = None
 
-    def load(self):  # pragma: no cover - abstract
+    def load(self, settings: TaskSettings):  # pragma: no cover - abstract
+        """The model object: ``__call__(batch, rows)``, ``info()`` and ``spec`` (its TokenizerSpec)."""
         raise NotImplementedError
 
     def apply(self, settings: TaskSettings) -> None:
-        """Push task-specific settings to the model."""
+        """Push settings that need no reload to the model."""
 
     def reconfigure(self, config: dict) -> None:
         settings = self.settings(**config)
         torch.set_num_threads(settings.torch_threads)
+        if settings.load_key != self.loaded:
+            self.model = self.load(settings)
+            self.loaded = settings.load_key
         self.apply(settings)
         self.model_info = self.model.info()
+
+    def _ready(self) -> None:
+        if self.model is None:  # bound without a user_config: Serve never calls reconfigure
+            self.reconfigure({})
 
     async def __call__(self, refs: list, rows: list[int]) -> dict:
         """Results for ``rows`` of the TokenBatch behind ``refs[0]``, the model that made them,
         and how long the object store read (``get_ms``) and the model (``compute_ms``) took."""
+        self._ready()
         ref = refs[0]
         if not isinstance(ref, ray.ObjectRef):
             raise TypeError(f"expected an ObjectRef to a TokenBatch, got {type(ref).__name__}")
@@ -43,6 +59,11 @@ class TaskReplica:
         start = time.perf_counter()
         batch = await ref
         got = time.perf_counter()
+        if batch.fingerprint != self.model.spec.fingerprint:
+            raise TokenizerMismatch(
+                f"tokens from tokenizer {batch.fingerprint}, {self.model_info['name']} needs "
+                f"{self.model.spec.fingerprint}"
+            )
         results = self.model(batch, rows)
         done = time.perf_counter()
         return {
@@ -52,7 +73,13 @@ class TaskReplica:
             "compute_ms": (done - got) * 1000,
         }
 
+    def tokenizer(self) -> TokenizerSpec:
+        """The tokenizer this replica's model needs; the ingress groups tasks by its fingerprint."""
+        self._ready()
+        return self.model.spec
+
     def info(self) -> dict:
+        self._ready()
         return self.model_info
 
     def stats(self) -> dict:

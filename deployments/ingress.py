@@ -3,7 +3,6 @@
 import asyncio
 import time
 from importlib import metadata
-from pathlib import Path
 
 import ray
 from cachetools import TTLCache
@@ -16,7 +15,7 @@ from ray.serve.handle import DeploymentHandle
 from deployments.metrics import IngressMetrics
 from nlpserve.cache import ResultCache
 from nlpserve.pipeline import Item, Pipeline, describe
-from nlpserve.resources import PAGE, checksum, minilm_version
+from nlpserve.resources import PAGE
 from nlpserve.schemas import (
     ERRORS,
     AnalyzeRequest,
@@ -26,7 +25,6 @@ from nlpserve.schemas import (
     IngressSettings,
     VersionResponse,
 )
-from nlpserve.tokens import Tokenizer
 
 api = FastAPI(
     title="nlpserve",
@@ -108,22 +106,11 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
 class Ingress:
     def __init__(self, ner: DeploymentHandle, sentiment: DeploymentHandle, summary: DeploymentHandle) -> None:
         self.handles = {"ner": ner, "sentiment": sentiment, "summary": summary}
-        self.tokenizer = Tokenizer()
         self.page_html = PAGE.read_text()
         self.settings = IngressSettings()
-        self.pipeline = Pipeline(
-            self.tokenizer,
-            {name: h.remote for name, h in self.handles.items()},
-            put=ray.put,
-        )
+        self.pipeline = Pipeline(self._specs, {name: h.remote for name, h in self.handles.items()}, put=ray.put)
         self.results: ResultCache | None = None
         self.metrics = IngressMetrics()
-        path = Path(self.tokenizer.path)
-        self.tokenizer_info = {
-            "name": "bert-base-uncased WordPiece (all-MiniLM-L6-v2)",
-            "version": minilm_version(),
-            "checksum": checksum(path / "tokenizer.json", path / "vocab.txt"),
-        }
         self.reconfigure({})
 
     def reconfigure(self, config: dict) -> None:
@@ -133,14 +120,28 @@ class Ingress:
         self.analyze_items.set_batch_wait_timeout_s(s.batch_wait_timeout_s)
         self.pipeline.timeout_s = s.task_timeout_s
         api.state.max_body_bytes = s.max_body_bytes
-        self.tokenizer.cache = TTLCache(s.token_cache_size, s.token_cache_ttl_s) if s.token_cache_size else None
+        self.pipeline.set_cache(
+            lambda: TTLCache(s.token_cache_size, s.token_cache_ttl_s) if s.token_cache_size else None
+        )
         self.results = ResultCache(s.result_cache_size, s.result_cache_ttl_s) if s.result_cache_size else None
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002, max_concurrent_batches=4)
     async def analyze_items(self, items: list[Item]) -> list[dict]:
         results = await self.pipeline.run(items)
-        self.metrics.batch(results, len({it.text for it in items}), self.tokenizer.cache is not None)
+        self.metrics.batch(results, len({it.text for it in items}), self.settings.token_cache_size > 0)
         return results
+
+    async def _specs(self) -> dict:
+        """The tokenizer each task's model needs, asked of the task replicas."""
+
+        async def ask(handle: DeploymentHandle):
+            try:
+                return await asyncio.wait_for(handle.tokenizer.remote(), self.settings.task_timeout_s)
+            except Exception as e:  # noqa: BLE001 - that task answers with an error until it says
+                return e
+
+        answers = await asyncio.gather(*(ask(h) for h in self.handles.values()))
+        return dict(zip(self.handles, answers))
 
     def _check_length(self, text: str, where: str) -> None:
         limit = self.settings.max_text_chars
@@ -201,17 +202,21 @@ class Ingress:
                 tasks[name] = await asyncio.wait_for(handle.info.remote(), self.settings.task_timeout_s)
             except Exception as e:  # noqa: BLE001 - an unreachable task is reported, not fatal
                 tasks[name] = {"error": describe(e)}
-        return {"service": metadata.version("nlpserve"), "tokenizer": self.tokenizer_info, "tasks": tasks}
+        if self.pipeline.stale:
+            await self.pipeline.refresh()
+        groups = self.pipeline.group_info()
+        return {"service": metadata.version("nlpserve"), "tokenizer_groups": groups, "tasks": tasks}
 
     async def stats(self) -> dict:
-        """Counters: batches, tokenizations, puts, calls per task, cache hits and misses."""
-        tok = self.tokenizer.counts
+        """Counters: batches, tokenizations (per tokenizer group), puts, calls per task, cache hits and misses."""
         results = self.results.counts if self.results else {}
+        groups = [g.tokenizer.counts for g in self.pipeline.groups.values()]
         return {
             **self.pipeline.stats,
             "result_cache_hits": results.get("hits", 0),
             "result_cache_misses": results.get("misses", 0),
-            "tokenizations": tok["calls"],
-            "token_cache_hits": tok["cache_hits"],
-            "token_cache_misses": tok["cache_misses"],
+            "tokenizations": sum(c["calls"] for c in groups),
+            "token_cache_hits": sum(c["cache_hits"] for c in groups),
+            "token_cache_misses": sum(c["cache_misses"] for c in groups),
+            "groups": self.pipeline.group_info(),
         }

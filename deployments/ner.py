@@ -1,6 +1,7 @@
 from ray import serve
 
 from deployments.base import TaskReplica
+from nlpserve.hf import TokenClassifier
 from nlpserve.ner import SpacyNER
 from nlpserve.schemas import NERSettings
 
@@ -9,5 +10,7 @@ from nlpserve.schemas import NERSettings
 class NER(TaskReplica):
     settings = NERSettings
 
-    def load(self) -> SpacyNER:
-        return SpacyNER()
+    def load(self, settings: NERSettings) -> SpacyNER | TokenClassifier:
+        if settings.backend == "transformers":
+            return TokenClassifier("ner", settings.model, settings.window, settings.stride)
+        return SpacyNER(settings.model)

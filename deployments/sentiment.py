@@ -1,6 +1,7 @@
 from ray import serve
 
 from deployments.base import TaskReplica
+from nlpserve.hf import SequenceClassifier
 from nlpserve.schemas import SentimentSettings
 from nlpserve.sentiment import SentimentModel
 
@@ -9,8 +10,11 @@ from nlpserve.sentiment import SentimentModel
 class Sentiment(TaskReplica):
     settings = SentimentSettings
 
-    def load(self) -> SentimentModel:
+    def load(self, settings: SentimentSettings) -> SentimentModel | SequenceClassifier:
+        if settings.backend == "transformers":
+            return SequenceClassifier("sentiment", settings.model, settings.window, settings.stride)
         return SentimentModel()
 
     def apply(self, settings: SentimentSettings) -> None:
-        self.model.encoder.set_int8(settings.int8)
+        if settings.backend == "default":
+            self.model.encoder.set_int8(settings.int8)

@@ -1,6 +1,7 @@
 from ray import serve
 
 from deployments.base import TaskReplica
+from nlpserve.hf import Seq2SeqSummarizer
 from nlpserve.schemas import SummarySettings
 from nlpserve.summarize import ExtractiveSummarizer
 
@@ -9,10 +10,16 @@ from nlpserve.summarize import ExtractiveSummarizer
 class Summarize(TaskReplica):
     settings = SummarySettings
 
-    def load(self) -> ExtractiveSummarizer:
+    def load(self, settings: SummarySettings) -> ExtractiveSummarizer | Seq2SeqSummarizer:
+        if settings.backend == "transformers":
+            return Seq2SeqSummarizer("summary", settings.model, settings.window, settings.stride)
         return ExtractiveSummarizer()
 
     def apply(self, settings: SummarySettings) -> None:
+        keys = ("max_length", "min_length", "num_beams")
+        if settings.backend == "transformers":
+            self.model.generation = {key: getattr(settings, key) for key in keys}
+            return
         self.model.encoder.set_int8(settings.int8)
         for key in ("ratio", "max_sentences", "max_chars", "redundancy"):
             setattr(self.model, key, getattr(settings, key))

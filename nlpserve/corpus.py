@@ -53,5 +53,5 @@ def embed(texts: list[str], encoder: Encoder | None = None, chunk: int = 256) ->
     for i in tqdm(range(0, len(texts), chunk), desc="embedding", unit="batch"):
         batch = tokenizer(texts[i : i + chunk])
         rows = [batch.ids[batch.span(k)] for k in range(len(batch))]
-        out.append(encoder.embed(rows, batch.cls_id, batch.sep_id, batch.pad_id))
+        out.append(encoder.embed(rows, *batch.specials))
     return np.concatenate(out)

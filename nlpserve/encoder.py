@@ -11,6 +11,7 @@ from transformers import AutoModel
 from transformers.utils import logging as hf_logging
 
 from nlpserve.resources import minilm_dir
+from nlpserve.windows import check_stride, padded_batches, windows
 
 
 class Encoder:
@@ -32,9 +33,8 @@ class Encoder:
         hf_logging.disable_progress_bar()  # no "Loading weights" bar in every replica's log
         self.model = AutoModel.from_pretrained(self.path, use_safetensors=True).eval()
         limit = self.model.config.max_position_embeddings
-        self.window = min(max_length, limit) - 2
-        if not 0 <= stride < self.window:
-            raise ValueError(f"stride must be in [0, {self.window}), got {stride}")
+        self.window = min(max_length, limit)  # positions per model call, special tokens included
+        check_stride(self.window - 2, stride)
         self.stride = stride
         self.max_batch_tokens = max_batch_tokens
         self.dim = self.model.config.hidden_size
@@ -51,57 +51,37 @@ class Encoder:
             self.model = self.fp32
         self.int8 = enabled
 
-    def _windows(self, n: int) -> list[tuple[int, int, int]]:
-        """(start, end, first owned token) of each window over a row of n tokens."""
-        if n <= self.window:
-            return [(0, n, 0)]
-        out, start = [], 0
-        while True:
-            end = min(start + self.window, n)
-            owned = 0 if start == 0 else out[-1][1] - start
-            out.append((start, end, owned))
-            if end == n:
-                return out
-            start = end - self.stride
-
     @torch.inference_mode()
-    def token_vectors(self, rows: list[np.ndarray], cls_id: int, sep_id: int, pad_id: int) -> list[torch.Tensor]:
-        """Per row, float32 [len(row) + 2, dim]: [CLS], each token from the first window that holds it, [SEP]."""
-        out = [torch.empty(len(ids) + 2, self.dim) for ids in rows]
+    def token_vectors(
+        self, rows: list[np.ndarray], prefix: tuple[int, ...], suffix: tuple[int, ...], pad_id: int
+    ) -> list[torch.Tensor]:
+        """Per row, float32 [len(prefix) + len(row) + len(suffix), dim]: the prefix tokens ([CLS]) and
+        the suffix tokens ([SEP]) from the row's first and last windows, each token from the first
+        window that holds it."""
+        p, q = len(prefix), len(suffix)
+        out = [torch.empty(p + len(ids) + q, self.dim) for ids in rows]
         pieces = []  # (row, first token, owned offset, ids with specials, is first window, is last window)
         for r, ids in enumerate(rows):
-            wins = self._windows(len(ids))
+            wins = windows(len(ids), self.window - p - q, self.stride)
             for k, (start, end, owned) in enumerate(wins):
-                seq = np.concatenate(([cls_id], ids[start:end], [sep_id]))
+                seq = np.concatenate((prefix, ids[start:end], suffix)).astype(np.int64)
                 pieces.append((r, start, owned, seq, k == 0, k == len(wins) - 1))
-        pieces.sort(key=lambda p: len(p[3]))
-        i = 0
-        while i < len(pieces):
-            j = i + 1
-            while j < len(pieces) and len(pieces[j][3]) * (j + 1 - i) <= self.max_batch_tokens:
-                j += 1
-            chunk = pieces[i:j]
-            width = len(chunk[-1][3])
-            ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for k, piece in enumerate(chunk):
-                seq = piece[3]
-                ids[k, : len(seq)] = torch.from_numpy(seq.astype(np.int64))
-                mask[k, : len(seq)] = 1
+        for index, ids, mask in padded_batches([piece[3] for piece in pieces], pad_id, self.max_batch_tokens):
             hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
-            for h, (r, start, owned, seq, first, last) in zip(hidden, chunk):
-                n = len(seq) - 2
-                out[r][1 + start + owned : 1 + start + n] = h[1 + owned : 1 + n]
+            for h, (r, start, owned, seq, first, last) in zip(hidden, (pieces[i] for i in index)):
+                n = len(seq) - p - q
+                out[r][p + start + owned : p + start + n] = h[p + owned : p + n]
                 if first:
-                    out[r][0] = h[0]
+                    out[r][:p] = h[:p]
                 if last:
-                    out[r][-1] = h[n + 1]
-            i = j
+                    out[r][len(out[r]) - q :] = h[p + n : p + n + q]
         return out
 
-    def embed(self, rows: list[np.ndarray], cls_id: int, sep_id: int, pad_id: int) -> np.ndarray:
+    def embed(
+        self, rows: list[np.ndarray], prefix: tuple[int, ...], suffix: tuple[int, ...], pad_id: int
+    ) -> np.ndarray:
         """One normalised vector per row, float32 [len(rows), dim]: the mean of its token vectors."""
         if not rows:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vecs = torch.stack([v.mean(0) for v in self.token_vectors(rows, cls_id, sep_id, pad_id)])
+        vecs = torch.stack([v.mean(0) for v in self.token_vectors(rows, prefix, suffix, pad_id)])
         return torch.nn.functional.normalize(vecs, dim=-1).numpy()

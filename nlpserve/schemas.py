@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Task = Literal["ner", "sentiment", "summary"]
 TASKS: tuple[Task, ...] = ("ner", "sentiment", "summary")
@@ -73,7 +73,9 @@ class Span(BaseModel):
 
 class Summary(BaseModel):
     summary_text: str
-    sentences: list[Span] = Field(description="Character offsets of the picked sentences in the input.")
+    sentences: list[Span] = Field(
+        [], description="Character offsets of the picked input sentences (extractive summaries only)."
+    )
 
 
 class TaskError(BaseModel):
@@ -95,6 +97,7 @@ class TaskTiming(BaseModel):
 class Timings(BaseModel):
     batch_size: int = Field(description="Texts in the batch this text was tokenized with.")
     queue_ms: float = Field(description="Waiting for the batch to start (batch wait and queue).")
+    groups: int = Field(1, description="Tokenizer groups the batch was tokenized for (once each).")
     tokenize_ms: float
     tokenized_texts: int = Field(0, description="Texts of the batch that were tokenized (not in the token cache).")
     put_ms: float = Field(description="ray.put of the batch's TokenBatch.")
@@ -115,9 +118,15 @@ class BatchResponse(BaseModel):
     results: list[AnalyzeResponse]
 
 
+class TokenizerGroup(BaseModel):
+    fingerprint: str
+    name: str = Field(description="The tokenizer's source (model reference) of the group's first task.")
+    tasks: list[str] = Field(description="Tasks that share this tokenization.")
+
+
 class VersionResponse(BaseModel):
     service: str
-    tokenizer: ModelInfo
+    tokenizer_groups: list[TokenizerGroup]
     tasks: dict[str, ModelInfo | TaskError]
 
 
@@ -152,15 +161,36 @@ class IngressSettings(_Settings):
 
 
 class TaskSettings(_Settings):
+    """`user_config` of a task deployment: which model, and how to run it."""
+
     torch_threads: int = Field(1, ge=1)
+    backend: Literal["default", "transformers"] = Field(
+        "default", description="`default`: the offline pack; `transformers`: `model` from the hub or a directory."
+    )
+    model: str | None = Field(None, description="Hub id or local directory (safetensors weights, fast tokenizer).")
+    window: int | None = Field(None, ge=8, description="Tokens per model call (transformers); default: the model's.")
+    stride: int = Field(32, ge=0, description="Tokens shared by consecutive windows of a long text.")
+
+    @model_validator(mode="after")
+    def _model_matches_backend(self) -> TaskSettings:
+        if (self.backend == "default") != (self.model is None):
+            raise ValueError(f"backend {self.backend!r} " + ("takes no model" if self.model else "needs a model"))
+        return self
+
+    @property
+    def load_key(self) -> tuple:
+        """What a new model must be loaded for when it changes."""
+        return self.backend, self.model, self.window, self.stride
 
 
 class NERSettings(TaskSettings):
-    pass
+    backend: Literal["default", "transformers", "spacy"] = Field(
+        "default", description="`spacy`: a spaCy pipeline (`model`: package name or directory) on the shared words."
+    )
 
 
 class EncoderSettings(TaskSettings):
-    int8: bool = Field(False, description="Dynamic int8 quantization of the encoder's Linear layers.")
+    int8: bool = Field(False, description="Dynamic int8 quantization of the default encoder's Linear layers.")
 
 
 class SentimentSettings(EncoderSettings):
@@ -172,3 +202,6 @@ class SummarySettings(EncoderSettings):
     max_sentences: int = Field(3, ge=1)
     max_chars: int = Field(800, ge=20)
     redundancy: float = Field(0.5, ge=0)
+    max_length: int = Field(142, ge=1, description="Longest generated summary, in tokens (transformers).")
+    min_length: int = Field(20, ge=0, description="Shortest generated summary, in tokens (transformers).")
+    num_beams: int = Field(4, ge=1, description="Beam search width (transformers).")

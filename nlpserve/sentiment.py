@@ -10,7 +10,7 @@ from safetensors import safe_open
 
 from nlpserve.encoder import Encoder
 from nlpserve.resources import SENTIMENT_HEAD, checksum, minilm_version
-from nlpserve.tokens import TokenBatch
+from nlpserve.tokens import TokenBatch, TokenizerSpec, default_spec
 
 
 def load_head(path: Path) -> tuple[torch.nn.Linear, list[str]]:
@@ -30,6 +30,10 @@ class SentimentModel:
         self.head_path = Path(head_path)
         self.head, self.labels = load_head(self.head_path)
 
+    @property
+    def spec(self) -> TokenizerSpec:
+        return default_spec()
+
     def info(self) -> dict:
         return {
             "name": self.name + ("+int8" if self.encoder.int8 else ""),
@@ -42,7 +46,7 @@ class SentimentModel:
         return torch.softmax(self.head(torch.from_numpy(vectors)), dim=-1).numpy()
 
     def __call__(self, batch: TokenBatch, rows: list[int]) -> list[dict]:
-        vecs = self.encoder.embed([batch.ids[batch.span(i)] for i in rows], batch.cls_id, batch.sep_id, batch.pad_id)
+        vecs = self.encoder.embed([batch.ids[batch.span(i)] for i in rows], *batch.specials)
         probs = self.probabilities(vecs)
         best = probs.argmax(1)
         return [{"label": self.labels[k], "score": float(p[k])} for k, p in zip(best, probs)]

@@ -12,7 +12,7 @@ import torch
 
 from nlpserve.encoder import Encoder
 from nlpserve.resources import checksum, minilm_version
-from nlpserve.tokens import TokenBatch
+from nlpserve.tokens import TokenBatch, TokenizerSpec, default_spec
 
 TERMINALS = {".", "!", "?"}
 CLOSERS = set("\"')]}”’»")
@@ -101,6 +101,10 @@ class ExtractiveSummarizer:
         self.max_chars = max_chars
         self.redundancy = redundancy
 
+    @property
+    def spec(self) -> TokenizerSpec:
+        return default_spec()
+
     def info(self) -> dict:
         return {
             "name": self.name + ("+int8" if self.encoder.int8 else ""),
@@ -150,7 +154,7 @@ class ExtractiveSummarizer:
     def __call__(self, batch: TokenBatch, rows: list[int]) -> list[dict]:
         texts = [batch.texts[i] for i in rows]
         spans = [batch.span(i) for i in rows]
-        tokens = self.encoder.token_vectors([batch.ids[s] for s in spans], batch.cls_id, batch.sep_id, batch.pad_id)
+        tokens = self.encoder.token_vectors([batch.ids[s] for s in spans], *batch.specials)
         out = []
         for text, s, vectors in zip(texts, spans, tokens):
             sentences = split_sentences(text, batch.offsets[s])

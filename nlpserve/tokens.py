@@ -2,15 +2,55 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 from collections import Counter
 from collections.abc import MutableMapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+import tokenizers
+from transformers import AutoTokenizer
 
 from nlpserve.resources import minilm_dir
+
+
+@dataclass(frozen=True)
+class TokenizerSpec:
+    """What the ingress needs to tokenize for a task: the fast tokenizer itself (its
+    ``tokenizer.json``), its pad id, and a fingerprint that decides tokenizer groups."""
+
+    name: str
+    json: str
+    pad_id: int
+    fingerprint: str
+
+    @classmethod
+    def of(cls, hf, name: str) -> TokenizerSpec:
+        """The spec of a Hugging Face fast tokenizer.
+
+        The fingerprint hashes everything that changes the ids: vocabulary and merges,
+        normalizer, pre-tokenizer, post-processor (special tokens), added tokens, and the
+        truncation side and maximum length. Two tokenizers share a group only when all of it
+        matches, whatever their class or model family."""
+        if not hasattr(hf, "backend_tokenizer"):
+            raise ValueError(f"{name}: a fast tokenizer (tokenizer.json) is required")
+        text = hf.backend_tokenizer.to_str()
+        content = json.loads(text)
+        for key in ("truncation", "padding"):  # how a caller pads or cuts, not how it tokenizes
+            content.pop(key, None)
+        content["truncation_side"] = hf.truncation_side
+        content["model_max_length"] = hf.model_max_length
+        content["special_tokens"] = hf.special_tokens_map
+        digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+        return cls(name=name, json=text, pad_id=hf.pad_token_id or 0, fingerprint=digest)
+
+
+@functools.cache
+def default_spec() -> TokenizerSpec:
+    """The tokenizer of the default model pack (bert-base-uncased WordPiece of all-MiniLM-L6-v2)."""
+    return TokenizerSpec.of(AutoTokenizer.from_pretrained(minilm_dir()), "all-MiniLM-L6-v2")
 
 
 @dataclass
@@ -19,7 +59,8 @@ class TokenBatch:
 
     Text ``i`` owns tokens ``splits[i]:splits[i + 1]`` of the flat arrays. Keeping the
     arrays flat (not padded) lets each task window and pad only what it needs, and
-    numpy arrays are read zero-copy from Ray's object store.
+    numpy arrays are read zero-copy from Ray's object store. ``prefix`` and ``suffix``
+    are the special tokens the tokenizer puts around one sequence.
     """
 
     texts: list[str]
@@ -27,9 +68,10 @@ class TokenBatch:
     offsets: np.ndarray  # int32 [N, 2] character span of each token in its text
     word_ids: np.ndarray  # int32 [N] pre-tokenizer word index within its text
     splits: np.ndarray  # int64 [B + 1]
-    cls_id: int
-    sep_id: int
+    prefix: tuple[int, ...]
+    suffix: tuple[int, ...]
     pad_id: int
+    fingerprint: str = ""  # of the tokenizer that made it
     encoded: int = 0  # texts actually run through the tokenizer for this batch (the rest were cached)
 
     def __len__(self) -> int:
@@ -38,24 +80,35 @@ class TokenBatch:
     def span(self, i: int) -> slice:
         return slice(int(self.splits[i]), int(self.splits[i + 1]))
 
+    @property
+    def specials(self) -> tuple[tuple[int, ...], tuple[int, ...], int]:
+        return self.prefix, self.suffix, self.pad_id
+
+
+def _specials(backend: tokenizers.Tokenizer) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """The special tokens the post-processor puts before and after one sequence."""
+    plain = backend.encode("a", add_special_tokens=False).ids
+    full = backend.encode("a", add_special_tokens=True).ids
+    for i in range(len(full) - len(plain) + 1):
+        if full[i : i + len(plain)] == plain:
+            return tuple(full[:i]), tuple(full[i + len(plain) :])
+    raise ValueError("the tokenizer's post-processor changes the tokens of the text itself")
+
 
 class Tokenizer:
-    """A Hugging Face fast tokenizer that turns a list of texts into one TokenBatch.
+    """A fast tokenizer (from a TokenizerSpec) that turns a list of texts into one TokenBatch.
 
     With a ``cache`` (any mapping, e.g. a cachetools TTLCache) texts seen before are not
     tokenized again; the others are tokenized together in one call.
     """
 
-    def __init__(self, path: str | Path | None = None, cache: MutableMapping | None = None) -> None:
-        self.path = str(path or minilm_dir())
-        tok = AutoTokenizer.from_pretrained(self.path)
-        if not isinstance(tok, PreTrainedTokenizerFast):
-            raise ValueError(f"{self.path}: a fast tokenizer is required")
-        self.hf = tok
-        self.backend = tok.backend_tokenizer
+    def __init__(self, spec: TokenizerSpec | None = None, cache: MutableMapping | None = None) -> None:
+        self.spec = spec or default_spec()
+        self.backend = tokenizers.Tokenizer.from_str(self.spec.json)
         # Tasks window long texts themselves, so the shared tokenization never truncates.
         self.backend.no_truncation()
         self.backend.no_padding()
+        self.prefix, self.suffix = _specials(self.backend)
         self.cache = cache
         self.counts: Counter[str] = Counter()
 
@@ -94,8 +147,9 @@ class Tokenizer:
             offsets=np.concatenate([r[1] for r in rows]) if rows else np.zeros((0, 2), np.int32),
             word_ids=np.concatenate([r[2] for r in rows]) if rows else np.zeros(0, np.int32),
             splits=splits,
-            cls_id=self.hf.cls_token_id,
-            sep_id=self.hf.sep_token_id,
-            pad_id=self.hf.pad_token_id,
+            prefix=self.prefix,
+            suffix=self.suffix,
+            pad_id=self.spec.pad_id,
+            fingerprint=self.spec.fingerprint,
             encoded=encoded,
         )

@@ -38,7 +38,8 @@ def _deploy_faulty_app():
     from deployments.sentiment import Sentiment
 
     ingress = Ingress.options(name="FaultyIngress", user_config={"task_timeout_s": 5.0})
-    app = ingress.bind(BrokenNER.bind(), Sentiment.options(name="FaultySentiment").bind(), StuckSummary.bind())
+    sentiment = Sentiment.options(name="FaultySentiment", user_config={})  # {}: loads its model at start
+    app = ingress.bind(BrokenNER.bind(), sentiment.bind(), StuckSummary.bind())
     serve.run(app, name="faulty", route_prefix="/faulty")
 
 
@@ -58,6 +59,13 @@ def _deploy_small_app():
     )
     app = ingress.bind(BrokenNER.bind(), BrokenNER.options(name="BrokenSentiment").bind(), StuckSummary.bind())
     serve.run(app, name="small", route_prefix="/small")
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory) -> dict[str, Path]:
+    import tiny
+
+    return tiny.build(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,8 @@ import asyncio
 
 from ray import serve
 
+from nlpserve.tokens import TokenizerSpec, default_spec
+
 
 @serve.deployment(name="BrokenNER", ray_actor_options={"num_cpus": 0}, graceful_shutdown_timeout_s=1)
 class BrokenNER:
@@ -14,6 +16,9 @@ class BrokenNER:
     def info(self) -> dict:
         return {"name": "broken", "version": "0", "checksum": "0"}
 
+    def tokenizer(self) -> TokenizerSpec:
+        return default_spec()
+
 
 @serve.deployment(name="StuckSummary", ray_actor_options={"num_cpus": 0}, graceful_shutdown_timeout_s=1)
 class StuckSummary:
@@ -23,3 +28,6 @@ class StuckSummary:
 
     def info(self) -> dict:
         return {"name": "stuck", "version": "0", "checksum": "0"}
+
+    def tokenizer(self) -> TokenizerSpec:
+        return default_spec()

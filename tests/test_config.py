@@ -2,12 +2,13 @@
 
 from pathlib import Path
 
+import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
 from nlpserve.schemas import IngressSettings, NERSettings, SentimentSettings, SummarySettings
 
-CONFIG = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
+CONFIGS = Path(__file__).resolve().parents[1] / "config"
 SETTINGS = {
     "Ingress": IngressSettings,
     "NER": NERSettings,
@@ -16,8 +17,9 @@ SETTINGS = {
 }
 
 
-def test_config_is_a_valid_serve_config_for_every_deployment():
-    schema = ServeDeploySchema.model_validate(yaml.safe_load(CONFIG.read_text()))
+@pytest.mark.parametrize("config", ["config.yaml", "hub.yaml"])
+def test_config_is_a_valid_serve_config_for_every_deployment(config):
+    schema = ServeDeploySchema.model_validate(yaml.safe_load((CONFIGS / config).read_text()))
     assert schema.http_options.host == "127.0.0.1"
     (app,) = schema.applications
     assert app.import_path == "graph:app"
@@ -29,3 +31,7 @@ def test_config_is_a_valid_serve_config_for_every_deployment():
         assert 0 < d.ray_actor_options.num_cpus < 1
         total_cpus += d.ray_actor_options.num_cpus * d.num_replicas
     assert total_cpus <= 2.0  # fits the 2-core machine it is sized for
+    ingress = deployments["Ingress"]
+    assert ingress.max_queued_requests > 0 and ingress.backpressure_config.retry_after_s  # overload: fast 503s
+    backends = {d.user_config.get("backend", "default") for name, d in deployments.items() if name != "Ingress"}
+    assert backends == ({"transformers"} if config == "hub.yaml" else {"default"})

@@ -1,10 +1,11 @@
-"""The ingress core without Ray: one tokenization and one put per batch, one call per task."""
+"""The ingress core without Ray: one tokenization and one put per tokenizer group and batch, one call per task."""
 
 import asyncio
 
 import pytest
 
-from nlpserve.pipeline import Item, Pipeline
+from nlpserve.pipeline import Item, Pipeline, TokenizerMismatch
+from nlpserve.tokens import default_spec
 
 
 class Store:
@@ -21,14 +22,15 @@ class Store:
         return self.objects[ref[1]]
 
 
-def make(tokenizer, store, tasks, timeout_s=30.0):
-    calls = {"tokenize": 0}
+def make(store, tasks, timeout_s=30.0, specs=None):
+    async def ask():
+        return specs or dict.fromkeys(tasks, default_spec())
 
-    def tokenize(texts):
-        calls["tokenize"] += 1
-        return tokenizer(texts)
+    return Pipeline(ask, tasks, put=store, timeout_s=timeout_s)
 
-    return Pipeline(tokenize, tasks, put=store, timeout_s=timeout_s), calls
+
+def tokenizations(pipe) -> int:
+    return sum(g["tokenizations"] for g in pipe.group_info())
 
 
 def counting_task(store, log, name):
@@ -45,10 +47,10 @@ def counting_task(store, log, name):
     return call
 
 
-def test_one_tokenization_one_put_one_call_per_task(tokenizer):
+def test_one_tokenization_one_put_one_call_per_task():
     store, log = Store(), []
     tasks = {n: counting_task(store, log, n) for n in ("ner", "sentiment", "summary")}
-    pipe, calls = make(tokenizer, store, tasks)
+    pipe = make(store, tasks)
     items = [
         Item("a b", ("ner", "sentiment", "summary")),
         Item("c d", ("sentiment",)),
@@ -58,7 +60,7 @@ def test_one_tokenization_one_put_one_call_per_task(tokenizer):
     timings = [r.pop("timings") for r in out]
     models = [r.pop("models") for r in out]
     assert models[1] == {"sentiment": {"name": "sentiment", "version": "1", "checksum": "c"}}
-    assert calls["tokenize"] == 1
+    assert tokenizations(pipe) == 1
     assert len(store.objects) == 1 and store.objects[0].texts == ["a b", "c d", "e f"]
     assert sorted((name, rows) for name, _, rows in log) == [
         ("ner", [0, 2]),
@@ -77,16 +79,16 @@ def test_one_tokenization_one_put_one_call_per_task(tokenizer):
     assert timings[0]["tasks"]["ner"]["compute_ms"] == 2.0 and timings[0]["tasks"]["ner"]["call_ms"] >= 0
 
 
-def test_task_absent_from_batch_is_not_called(tokenizer):
+def test_task_absent_from_batch_is_not_called():
     store, log = Store(), []
     tasks = {n: counting_task(store, log, n) for n in ("ner", "sentiment", "summary")}
-    pipe, _ = make(tokenizer, store, tasks)
+    pipe = make(store, tasks)
     asyncio.run(pipe.run([Item("x", ("sentiment",))]))
     assert [name for name, _, _ in log] == ["sentiment"]
 
 
 @pytest.mark.parametrize("failure", ["raise", "hang", "short"])
-def test_failed_task_degrades_only_itself(tokenizer, failure):
+def test_failed_task_degrades_only_itself(failure):
     store, log = Store(), []
 
     async def broken(refs, rows):
@@ -97,7 +99,7 @@ def test_failed_task_degrades_only_itself(tokenizer, failure):
         return {"results": [], "model": {}, "get_ms": 0.0, "compute_ms": 0.0}
 
     tasks = {"ner": broken, "sentiment": counting_task(store, log, "sentiment")}
-    pipe, _ = make(tokenizer, store, tasks, timeout_s=0.2)
+    pipe = make(store, tasks, timeout_s=0.2)
     out = asyncio.run(pipe.run([Item("x", ("ner", "sentiment")), Item("y", ("ner",))]))
     assert out[0]["sentiment"] == "sentiment:x"
     expected = {"raise": "ner failed: ValueError: model exploded", "hang": "ner timed out after 0.2 s"}
@@ -107,3 +109,48 @@ def test_failed_task_degrades_only_itself(tokenizer, failure):
             assert r["ner"]["error"] == expected[failure]
         else:
             assert "returned 0 results for 2 texts" in r["ner"]["error"]
+
+
+def test_tasks_are_grouped_by_tokenizer_fingerprint_and_each_group_tokenized_once(tiny_models):
+    from nlpserve.hf import Seq2SeqSummarizer, SequenceClassifier, TokenClassifier
+
+    models = {
+        "ner": TokenClassifier("ner", str(tiny_models["ner"])),
+        "sentiment": SequenceClassifier("sentiment", str(tiny_models["sentiment"])),
+        "summary": Seq2SeqSummarizer("summary", str(tiny_models["summary"]), max_length=8, min_length=1, num_beams=1),
+    }
+    store, log = Store(), []
+    tasks = {n: counting_task(store, log, n) for n in models}
+    pipe = make(store, tasks, specs={n: m.spec for n, m in models.items()})
+    items = [Item("Tim Cook is in Paris.", ("ner", "sentiment", "summary")), Item("Apple Inc.", ("ner",))]
+    out = asyncio.run(pipe.run(items))
+    # BERT and DistilBERT share a WordPiece vocabulary: one group; BART's byte-level BPE: another.
+    assert sorted(g["tasks"] for g in pipe.group_info()) == [["ner", "sentiment"], ["summary"]]
+    assert [g["tokenizations"] for g in pipe.group_info()] == [1, 1]
+    assert len(store.objects) == 2 and pipe.stats["puts"] == 2
+    refs = {name: refs[0] for name, refs, _ in log}
+    assert refs["ner"] == refs["sentiment"] != refs["summary"]
+    assert store.get(refs["summary"]).fingerprint == models["summary"].spec.fingerprint
+    assert out[0]["timings"]["groups"] == 2
+
+    # Only NER asked: only its group is tokenized and stored.
+    asyncio.run(pipe.run([Item("Berlin.", ("ner",))]))
+    assert [g["tokenizations"] for g in pipe.group_info()] == [2, 1] and len(store.objects) == 3
+
+
+def test_a_task_whose_tokenizer_changed_makes_the_pipeline_regroup():
+    store, asked = Store(), []
+
+    async def specs():
+        asked.append(1)
+        return {"ner": default_spec()}
+
+    async def swapped(refs, rows):
+        raise TokenizerMismatch("tokens from tokenizer a, model needs b")
+
+    pipe = Pipeline(specs, {"ner": swapped}, put=store)
+    out = asyncio.run(pipe.run([Item("x", ("ner",))]))
+    assert out[0]["ner"]["error"].startswith("ner failed: TokenizerMismatch")
+    assert pipe.stale
+    asyncio.run(pipe.run([Item("y", ("ner",))]))
+    assert len(asked) == 2  # asked again before the next batch

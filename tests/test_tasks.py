@@ -8,6 +8,7 @@ from nlpserve.encoder import Encoder
 from nlpserve.ner import SpacyNER
 from nlpserve.sentiment import SentimentModel
 from nlpserve.summarize import ExtractiveSummarizer, split_sentences
+from nlpserve.windows import windows
 
 
 @pytest.fixture(scope="module")
@@ -68,11 +69,11 @@ def test_ner_only_runs_requested_rows(tokenizer, ner):
 def test_encoder_matches_sentence_transformers_pooling(tokenizer, encoder):
     texts = ["The quick brown fox jumps over the lazy dog.", "word " * 700]
     b = tokenizer(texts)
-    vecs = encoder.embed([b.ids[b.span(i)] for i in range(2)], b.cls_id, b.sep_id, b.pad_id)
+    vecs = encoder.embed([b.ids[b.span(i)] for i in range(2)], *b.specials)
     assert vecs.shape == (2, 384)
     assert np.allclose(np.linalg.norm(vecs, axis=1), 1.0, atol=1e-5)
     # A long row is covered by overlapping windows; each token is pooled once.
-    wins = encoder._windows(700)
+    wins = windows(700, encoder.window - 2, encoder.stride)
     assert wins[0][0] == 0 and wins[-1][1] == 700
     owned = sum(end - start - skip for start, end, skip in wins)
     assert owned == 700
@@ -132,10 +133,10 @@ def test_int8_switch_keeps_embeddings_close_and_switches_back(tokenizer):
     enc = Encoder()
     b = tokenizer([NEWS])
     rows = [b.ids[b.span(0)]]
-    fp32 = enc.embed(rows, b.cls_id, b.sep_id, b.pad_id)
+    fp32 = enc.embed(rows, *b.specials)
     enc.set_int8(True)
-    int8 = enc.embed(rows, b.cls_id, b.sep_id, b.pad_id)
+    int8 = enc.embed(rows, *b.specials)
     assert enc.model is not enc.fp32
     assert float(fp32[0] @ int8[0]) > 0.9
     enc.set_int8(False)
-    assert np.allclose(enc.embed(rows, b.cls_id, b.sep_id, b.pad_id), fp32)
+    assert np.allclose(enc.embed(rows, *b.specials), fp32)

@@ -14,7 +14,7 @@ def test_batch_is_flat_and_offsets_point_into_text(tokenizer):
     words = [texts[0][a:e] for a, e in b.offsets[b.span(0)].tolist()]
     assert words[:3] == ["Apple", "Inc", "."]
     assert b.ids.dtype == np.int32 and b.offsets.shape == (len(b.ids), 2)
-    assert (b.cls_id, b.sep_id, b.pad_id) == (101, 102, 0)
+    assert b.specials == ((101,), (102,), 0)
 
 
 def test_long_text_is_not_truncated(tokenizer):

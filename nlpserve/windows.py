@@ -1,0 +1,54 @@
+"""Long rows as overlapping windows, and padded model batches under a token budget."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+
+
+def check_stride(size: int, stride: int) -> None:
+    if not 0 <= stride < size:
+        raise ValueError(f"stride must be in [0, {size}), got {stride}")
+
+
+def windows(n: int, size: int, stride: int) -> list[tuple[int, int, int]]:
+    """(start, end, first owned token) of each window over a row of ``n`` tokens.
+
+    Windows hold at most ``size`` tokens and overlap the previous one by ``stride``; each
+    token is owned by the first window that holds it, so a long row is covered once."""
+    check_stride(size, stride)
+    if n <= size:
+        return [(0, n, 0)]
+    out, start = [], 0
+    while True:
+        end = min(start + size, n)
+        owned = 0 if start == 0 else out[-1][1] - start
+        out.append((start, end, owned))
+        if end == n:
+            return out
+        start = end - stride
+
+
+def padded_batches(
+    seqs: Sequence[np.ndarray], pad_id: int, max_batch_tokens: int
+) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
+    """Indices, ``input_ids`` and ``attention_mask`` of batches of ``seqs``, similar lengths together,
+    each batch at most ``max_batch_tokens`` padded tokens (or one sequence)."""
+    order = sorted(range(len(seqs)), key=lambda k: len(seqs[k]))
+    i = 0
+    while i < len(order):
+        j = i + 1
+        while j < len(order) and len(seqs[order[j]]) * (j + 1 - i) <= max_batch_tokens:
+            j += 1
+        chunk = order[i:j]
+        width = len(seqs[chunk[-1]])
+        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for k, index in enumerate(chunk):
+            seq = seqs[index]
+            ids[k, : len(seq)] = torch.from_numpy(np.asarray(seq, dtype=np.int64))
+            mask[k, : len(seq)] = 1
+        yield chunk, ids, mask
+        i = j
