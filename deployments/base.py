@@ -9,6 +9,7 @@ from collections import Counter
 import ray
 import torch
 
+from nlpserve.device import choose_device
 from nlpserve.pipeline import TokenizerMismatch
 from nlpserve.schemas import TaskSettings
 from nlpserve.tokens import TokenizerSpec
@@ -27,6 +28,7 @@ class TaskReplica:
         self.counts: Counter[str] = Counter()
         self.model = None
         self.loaded: tuple | None = None
+        self.device = torch.device("cpu")
 
     def load(self, settings: TaskSettings):  # pragma: no cover - abstract
         """The model object: ``__call__(batch, rows)``, ``info()`` and ``spec`` (its TokenizerSpec)."""
@@ -41,8 +43,11 @@ class TaskReplica:
         if settings.load_key != self.loaded:
             self.model = self.load(settings)
             self.loaded = settings.load_key
+            if hasattr(self.model, "to"):  # spaCy NER stays on the CPU
+                self.device = choose_device()
+                self.model.to(self.device)
         self.apply(settings)
-        self.model_info = self.model.info()
+        self.model_info = {**self.model.info(), "device": str(self.device)}
 
     def _ready(self) -> None:
         if self.model is None:  # bound without a user_config: Serve never calls reconfigure

@@ -14,7 +14,7 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.metrics import IngressMetrics
 from nlpserve.cache import ResultCache
-from nlpserve.pipeline import Item, Pipeline, describe
+from nlpserve.pipeline import Item, Pending, Pipeline, describe
 from nlpserve.resources import PAGE
 from nlpserve.schemas import (
     ERRORS,
@@ -108,9 +108,14 @@ class Ingress:
         self.handles = {"ner": ner, "sentiment": sentiment, "summary": summary}
         self.page_html = PAGE.read_text()
         self.settings = IngressSettings()
-        self.pipeline = Pipeline(self._specs, {name: h.remote for name, h in self.handles.items()}, put=ray.put)
-        self.results: ResultCache | None = None
         self.metrics = IngressMetrics()
+        self.pipeline = Pipeline(
+            self._specs,
+            {name: h.remote for name, h in self.handles.items()},
+            put=ray.put,
+            on_call=self.metrics.call,
+        )
+        self.results: ResultCache | None = None
         self.reconfigure({})
 
     def reconfigure(self, config: dict) -> None:
@@ -119,17 +124,23 @@ class Ingress:
         self.analyze_items.set_max_batch_size(s.max_batch_size)
         self.analyze_items.set_batch_wait_timeout_s(s.batch_wait_timeout_s)
         self.pipeline.timeout_s = s.task_timeout_s
+        self.pipeline.timeouts_s = s.task_timeouts_s
         api.state.max_body_bytes = s.max_body_bytes
         self.pipeline.set_cache(
             lambda: TTLCache(s.token_cache_size, s.token_cache_ttl_s) if s.token_cache_size else None
         )
         self.results = ResultCache(s.result_cache_size, s.result_cache_ttl_s) if s.result_cache_size else None
 
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002, max_concurrent_batches=4)
-    async def analyze_items(self, items: list[Item]) -> list[dict]:
-        results = await self.pipeline.run(items)
-        self.metrics.batch(results, len({it.text for it in items}), self.settings.token_cache_size > 0)
-        return results
+    # One batch starts at a time; the pipeline keeps up to 4 batches' task calls in flight and
+    # holds the next start until one finishes, so requests arriving meanwhile form a bigger batch.
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002, max_concurrent_batches=1)
+    async def analyze_items(self, items: list[Item]) -> list[Pending]:
+        pending = await self.pipeline.start(items)
+        t = pending[0].result["timings"]
+        self.metrics.batch(
+            t["batch_size"], t["tokenized_texts"], len({it.text for it in items}), self.settings.token_cache_size > 0
+        )
+        return pending
 
     async def _specs(self) -> dict:
         """The tokenizer each task's model needs, asked of the task replicas."""
@@ -148,14 +159,16 @@ class Ingress:
         if len(text) > limit:
             raise HTTPException(413, f"{where} is {len(text)} characters; the limit is {limit}")
 
-    async def _analyze(self, text: str, tasks: tuple[str, ...]) -> dict:
+    async def _analyze(self, text: str, tasks: tuple[str, ...], deadline_ms: int | None) -> dict:
         received = time.perf_counter()
+        deadline = None if deadline_ms is None else received + deadline_ms / 1000
         cached = self.results.lookup(text, tasks) if self.results else {}
         if self.results:
             self.metrics.result_cache(hits=len(cached), misses=len(tasks) - len(cached))
         missing = tuple(t for t in tasks if t not in cached)
         if missing:
-            result = await self.analyze_items(Item(text, missing, received))
+            pending = await self.analyze_items(Item(text, missing, received, deadline))
+            result = await self.pipeline.finish(pending)
             if self.results:
                 self.results.store(text, result)
         else:
@@ -171,7 +184,7 @@ class Ingress:
     @api.post("/analyze", response_model=AnalyzeResponse, response_model_exclude_none=True, responses=ERRORS)
     async def analyze(self, request: AnalyzeRequest) -> dict:
         self._check_length(request.text, "text")
-        return await self._analyze(request.text, tuple(request.tasks))
+        return await self._analyze(request.text, tuple(request.tasks), request.deadline_ms)
 
     @api.post("/analyze/batch", response_model=BatchResponse, response_model_exclude_none=True, responses=ERRORS)
     async def analyze_batch(self, request: BatchRequest) -> dict:
@@ -181,7 +194,7 @@ class Ingress:
         for i, text in enumerate(request.texts):
             self._check_length(text, f"texts[{i}]")
         tasks = tuple(request.tasks)
-        results = await asyncio.gather(*(self._analyze(t, tasks) for t in request.texts))
+        results = await asyncio.gather(*(self._analyze(t, tasks, request.deadline_ms) for t in request.texts))
         return {"results": results}
 
     @api.get("/", response_class=HTMLResponse, include_in_schema=False)

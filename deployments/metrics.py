@@ -15,7 +15,7 @@ class IngressMetrics:
             "nlpserve_task_compute_ms", "Model time of one task call for a batch.", MS_BUCKETS, tag_keys=("task",)
         )
         self.task_failures = metrics.Counter(
-            "nlpserve_task_failures", "Task calls that failed or timed out.", tag_keys=("task", "kind")
+            "nlpserve_task_failures", "Task calls that failed, timed out or had no tokenizer.", ("task", "kind")
         )
         self.batch_size = metrics.Histogram("nlpserve_batch_size", "Texts per tokenized batch.", SIZE_BUCKETS)
         self.batches = metrics.Counter("nlpserve_batches", "Batches run by the ingress.")
@@ -24,25 +24,21 @@ class IngressMetrics:
         )
         self.cache = metrics.Counter("nlpserve_cache_lookups", "Cache lookups.", tag_keys=("cache", "outcome"))
 
-    def batch(self, results: list[dict], unique_texts: int, token_cache: bool) -> None:
-        timings = results[0]["timings"]
-        self.batch_size.observe(timings["batch_size"])
-        encoded = timings["tokenized_texts"]
+    def batch(self, size: int, tokenized: int, unique_texts: int, token_cache: bool) -> None:
+        self.batch_size.observe(size)
         self.batches.inc()
-        if encoded:
+        if tokenized:
             self.tokenizations.inc()
         if token_cache:
-            self._lookups("token", unique_texts - encoded, encoded)
-        seen = {}
-        for r in results:
-            seen.update({task: (t, r.get(task)) for task, t in r["timings"]["tasks"].items()})
-        for task, (timing, answer) in seen.items():
-            self.task_latency.observe(timing["call_ms"], tags={"task": task})
-            if timing.get("compute_ms") is not None:
-                self.task_compute.observe(timing["compute_ms"], tags={"task": task})
-            if isinstance(answer, dict) and "error" in answer:
-                kind = "timeout" if "timed out" in answer["error"] else "error"
-                self.task_failures.inc(tags={"task": task, "kind": kind})
+            self._lookups("token", unique_texts - tokenized, tokenized)
+
+    def call(self, task: str, timing: dict, code: str | None) -> None:
+        """One task call of a batch; ``code`` says how it failed (timeout, failed, unavailable)."""
+        self.task_latency.observe(timing["call_ms"], tags={"task": task})
+        if timing.get("compute_ms") is not None:
+            self.task_compute.observe(timing["compute_ms"], tags={"task": task})
+        if code:
+            self.task_failures.inc(tags={"task": task, "kind": code})
 
     def result_cache(self, hits: int, misses: int) -> None:
         self._lookups("result", hits, misses)

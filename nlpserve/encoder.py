@@ -40,9 +40,20 @@ class Encoder:
         self.dim = self.model.config.hidden_size
         self.fp32 = self.model
         self.int8 = False
+        self.device = torch.device("cpu")
+
+    def to(self, device: torch.device) -> None:
+        """Run on ``device`` (the replica's GPU, see nlpserve.device); int8 stays on the CPU."""
+        if self.int8 and device.type != "cpu":
+            raise ValueError("int8 quantization runs on the CPU only")
+        self.fp32 = self.fp32.to(device)
+        self.model = self.model if self.int8 else self.fp32
+        self.device = device
 
     def set_int8(self, enabled: bool) -> None:
         """Switch to dynamic int8 quantization of the Linear layers (or back to float32)."""
+        if enabled and self.device.type != "cpu":
+            raise ValueError("int8 quantization runs on the CPU only")
         if enabled and not self.int8:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # torch.ao.quantization is deprecated, still works in 2.13
@@ -67,7 +78,8 @@ class Encoder:
                 seq = np.concatenate((prefix, ids[start:end], suffix)).astype(np.int64)
                 pieces.append((r, start, owned, seq, k == 0, k == len(wins) - 1))
         for index, ids, mask in padded_batches([piece[3] for piece in pieces], pad_id, self.max_batch_tokens):
-            hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+            hidden = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).last_hidden_state
+            hidden = hidden.cpu()
             for h, (r, start, owned, seq, first, last) in zip(hidden, (pieces[i] for i in index)):
                 n = len(seq) - p - q
                 out[r][p + start + owned : p + start + n] = h[p + owned : p + n]

@@ -96,8 +96,13 @@ class HFTask:
         check_stride(self.size, stride)
         self.stride = stride
         self.max_batch_tokens = max_batch_tokens
+        self.device = torch.device("cpu")
         weights = cached_file(ref, "model.safetensors", _raise_exceptions_for_missing_entries=False)
         self.checksum = checksum(Path(weights)) if weights else ""
+
+    def to(self, device: torch.device) -> None:
+        self.model.to(device)
+        self.device = device
 
     def info(self) -> dict:
         return {"name": self.ref, "version": self.model.config.transformers_version or "", "checksum": self.checksum}
@@ -116,7 +121,7 @@ class HFTask:
     def _logits(self, pieces: list, pad_id: int) -> list[torch.Tensor]:
         out: list[torch.Tensor] = [torch.empty(0)] * len(pieces)
         for index, ids, mask in padded_batches([p[3] for p in pieces], pad_id, self.max_batch_tokens):
-            logits = self.model(input_ids=ids, attention_mask=mask).logits
+            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits.cpu()
             for k, i in enumerate(index):
                 out[i] = logits[k]  # [classes], or [padded tokens, classes] for token classification
         return out
@@ -210,7 +215,8 @@ class Seq2SeqSummarizer(HFTask):
         seqs = [np.concatenate([prefix, batch.ids[batch.span(r)][: self.size], suffix]) for r in rows]
         out: list[dict] = [{}] * len(rows)
         for index, ids, mask in padded_batches(seqs, batch.pad_id, self.max_batch_tokens):
-            generated = self.model.generate(input_ids=ids, attention_mask=mask, **self.generation)
+            ids, mask = ids.to(self.device), mask.to(self.device)
+            generated = self.model.generate(input_ids=ids, attention_mask=mask, **self.generation).cpu()
             for k, text in zip(index, self.hf.batch_decode(generated, skip_special_tokens=True)):
                 out[k] = {"summary_text": text.strip(), "sentences": []}
         return out

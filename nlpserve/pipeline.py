@@ -25,6 +25,17 @@ class Item:
     text: str
     tasks: tuple[str, ...]
     received: float = field(default_factory=time.perf_counter)
+    deadline: float | None = None  # time.perf_counter() after which unfinished tasks are given up
+
+
+@dataclass
+class Pending:
+    """One item of a started batch: its result so far and, per task, the batch's shared call and
+    the item's place in that call's rows."""
+
+    result: dict
+    calls: dict[str, tuple[asyncio.Future, int]]
+    deadline: float | None
 
 
 @dataclass
@@ -56,8 +67,12 @@ class Pipeline:
     the tasks before the first batch and again after a TokenizerMismatch). For every group
     some item needs, the batch is tokenized once and ``put`` (``ray.put`` in Serve) once;
     every task requested by at least one item is called once with its group's reference and
-    the rows that asked for it. A task that raises or exceeds ``timeout_s`` becomes
-    ``{"error": ...}`` in the rows that asked for it; the other tasks are unaffected.
+    the rows that asked for it. A task that raises or exceeds its timeout (``timeouts_s``,
+    else ``timeout_s``) becomes ``{"error": ..., "code": ...}`` in the rows that asked for it;
+    the other tasks are unaffected. An item with a ``deadline`` gets what is done by then.
+
+    At most ``max_in_flight`` batches have task calls running; ``start`` waits for a free slot,
+    so requests arriving meanwhile gather into the next, larger batch.
     """
 
     def __init__(
@@ -67,12 +82,17 @@ class Pipeline:
         put: Callable[[Any], Any],
         timeout_s: float = 30.0,
         cache: Callable[[], MutableMapping | None] = lambda: None,
+        on_call: Callable[[str, dict, str | None], None] = lambda task, timing, code: None,
+        max_in_flight: int = 4,
     ) -> None:
         self.specs = specs
         self.tasks = tasks
         self.put = put
         self.timeout_s = timeout_s
+        self.timeouts_s: dict[str, float] = {}  # per task, over timeout_s
         self.cache = cache
+        self.on_call = on_call
+        self.slots = asyncio.Semaphore(max_in_flight)
         self.groups: dict[str, Group] = {}
         self.unknown: dict[str, str] = {}  # task -> why its tokenizer is not known
         self.stale = True
@@ -116,6 +136,12 @@ class Pipeline:
     async def run(self, items: Sequence[Item]) -> list[dict]:
         """One result dict per item: a key per task it asked for, ``models`` (the model that
         answered each task) and ``timings`` (ms)."""
+        return list(await asyncio.gather(*(self.finish(p) for p in await self.start(items))))
+
+    async def start(self, items: Sequence[Item]) -> list[Pending]:
+        """Tokenize and store the batch once per group it needs and start one call per task;
+        returns at once, one Pending per item, for ``finish``."""
+        await self.slots.acquire()
         start = time.perf_counter()
         if self.stale:
             await self.refresh()
@@ -133,41 +159,59 @@ class Pipeline:
             refs.update(dict.fromkeys(group.tasks, ref))
         self.stats.update(batches=1, items=len(items), puts=len({id(r) for r in refs.values()}))
         rows = {t: [i for i, it in enumerate(items) if t in it.tasks] for t in self.tasks}
-        names = [t for t, r in rows.items() if r]
-        outputs = await asyncio.gather(*(self._call(t, refs.get(t), rows[t]) for t in names))
-        results: list[dict] = [
-            {
-                "models": {},
-                "timings": {
-                    "batch_size": len(items),
-                    "queue_ms": _ms(start - it.received),
-                    "groups": len(set(map(id, refs.values()))),
-                    "tokenize_ms": _ms(tokenize_s),
-                    "tokenized_texts": encoded,
-                    "put_ms": _ms(put_s),
-                    "tasks": {},
+        calls = {t: asyncio.ensure_future(self._call(t, refs.get(t), r)) for t, r in rows.items() if r}
+        asyncio.gather(*calls.values()).add_done_callback(lambda _: self.slots.release())
+        return [
+            Pending(
+                result={
+                    "models": {},
+                    "timings": {
+                        "batch_size": len(items),
+                        "queue_ms": _ms(start - it.received),
+                        "groups": len(set(map(id, refs.values()))),
+                        "tokenize_ms": _ms(tokenize_s),
+                        "tokenized_texts": encoded,
+                        "put_ms": _ms(put_s),
+                        "tasks": {},
+                    },
                 },
-            }
-            for it in items
+                calls={t: (calls[t], rows[t].index(i)) for t in it.tasks if t in calls},
+                deadline=it.deadline,
+            )
+            for i, it in enumerate(items)
         ]
-        for task, (out, timing, model) in zip(names, outputs):
-            for i, r in zip(rows[task], out):
-                results[i][task] = r
-                results[i]["timings"]["tasks"][task] = timing
+
+    async def finish(self, pending: Pending) -> dict:
+        """The item's result when all its tasks are done, or at its deadline: then the tasks still
+        running are marked ``deadline_exceeded`` (and go on for the other items that need them)."""
+        result, calls = pending.result, pending.calls
+        if calls:
+            left = None if pending.deadline is None else max(0.0, pending.deadline - time.perf_counter())
+            await asyncio.wait({call for call, _ in calls.values()}, timeout=left)
+        for task, (call, k) in calls.items():
+            if call.done():
+                answers, timing, model = call.result()
+                result[task] = answers[k]
+                result["timings"]["tasks"][task] = timing
                 if model:
-                    results[i]["models"][task] = model
-        return results
+                    result["models"][task] = model
+            else:
+                self.stats[f"deadlines.{task}"] += 1
+                result[task] = {"error": f"{task} was not done by the request's deadline", "code": "deadline_exceeded"}
+        return result
 
     async def _call(self, task: str, ref: Any, rows: list[int]) -> tuple[list, dict, dict | None]:
         start = time.perf_counter()
         if ref is None:
             self.stats[f"errors.{task}"] += 1
             why = self.unknown.get(task, "not in any tokenizer group")
-            return [{"error": f"{task} unavailable: {why}"}] * len(rows), {"call_ms": 0.0}, None
+            error = {"error": f"{task} unavailable: {why}", "code": "unavailable"}
+            return self._failed(task, error, rows, start)
         self.stats[f"calls.{task}"] += 1
         pending = self.tasks[task]([ref], rows)
+        timeout = self.timeouts_s.get(task, self.timeout_s)
         try:
-            out = await asyncio.wait_for(pending, self.timeout_s)
+            out = await asyncio.wait_for(pending, timeout)
             if len(out["results"]) != len(rows):
                 raise RuntimeError(f"returned {len(out['results'])} results for {len(rows)} texts")
             timing = {
@@ -175,16 +219,22 @@ class Pipeline:
                 "get_ms": out["get_ms"],
                 "compute_ms": out["compute_ms"],
             }
+            self.on_call(task, timing, None)
             return out["results"], timing, out["model"]
         except asyncio.TimeoutError:
             if hasattr(pending, "cancel"):  # a Serve DeploymentResponse: stop the remote call too
                 pending.cancel()
             self.stats[f"timeouts.{task}"] += 1
-            error = {"error": f"{task} timed out after {self.timeout_s:g} s"}
+            error = {"error": f"{task} timed out after {timeout:g} s", "code": "timeout"}
         except Exception as e:  # noqa: BLE001 - any task failure degrades only that task
             self.stats[f"errors.{task}"] += 1
             reason = describe(e)
             if reason.startswith(TokenizerMismatch.__name__):
                 self.stale = True  # the task's model changed: regroup before the next batch
-            error = {"error": f"{task} failed: {reason}"}
-        return [error] * len(rows), {"call_ms": _ms(time.perf_counter() - start)}, None
+            error = {"error": f"{task} failed: {reason}", "code": "failed"}
+        return self._failed(task, error, rows, start)
+
+    def _failed(self, task: str, error: dict, rows: list[int], start: float) -> tuple[list, dict, None]:
+        timing = {"call_ms": _ms(time.perf_counter() - start)}
+        self.on_call(task, timing, error["code"])
+        return [error] * len(rows), timing, None

@@ -14,6 +14,14 @@ TASKS: tuple[Task, ...] = ("ner", "sentiment", "summary")
 NOT_BLANK = {"minLength": 1, "pattern": r"\S"}
 
 
+DEADLINE = Field(
+    None,
+    ge=1,
+    le=600_000,
+    description="Answer after this many ms with the tasks done by then; the others get code `deadline_exceeded`.",
+)
+
+
 def _dedupe(tasks: list[Task]) -> list[Task]:
     return list(dict.fromkeys(tasks))
 
@@ -29,6 +37,8 @@ class AnalyzeRequest(BaseModel):
     text: str = Field(min_length=1, description="The text to analyze.", json_schema_extra=NOT_BLANK)
     tasks: list[Task] = Field(default=list(TASKS), min_length=1, description="Tasks to run; all by default.")
 
+    deadline_ms: int | None = DEADLINE
+
     _text = field_validator("text")(_not_blank)
     _tasks = field_validator("tasks")(_dedupe)
 
@@ -39,6 +49,7 @@ class BatchRequest(BaseModel):
         min_length=1, description="Texts to analyze, each like `text` of /analyze."
     )
     tasks: list[Task] = Field(default=list(TASKS), min_length=1)
+    deadline_ms: int | None = DEADLINE
 
     @field_validator("texts")
     @classmethod
@@ -80,12 +91,17 @@ class Summary(BaseModel):
 
 class TaskError(BaseModel):
     error: str
+    code: Literal["failed", "timeout", "deadline_exceeded", "unavailable"] = Field(
+        description="failed: the task raised; timeout: over its task timeout; deadline_exceeded: not done by the "
+        "request's deadline_ms; unavailable: its tokenizer could not be learned."
+    )
 
 
 class ModelInfo(BaseModel):
     name: str
     version: str
     checksum: str
+    device: str | None = Field(None, description="Where the replica runs the model: cpu or cuda:0.")
 
 
 class TaskTiming(BaseModel):
@@ -151,6 +167,7 @@ class IngressSettings(_Settings):
     max_batch_size: int = Field(32, ge=1)
     batch_wait_timeout_s: float = Field(0.002, ge=0)
     task_timeout_s: float = Field(30.0, gt=0)
+    task_timeouts_s: dict[Task, float] = Field({}, description="Per-task timeouts over task_timeout_s.")
     max_text_chars: int = Field(100_000, ge=1)
     max_batch_items: int = Field(64, ge=1)
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1)

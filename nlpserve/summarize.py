@@ -105,6 +105,9 @@ class ExtractiveSummarizer:
     def spec(self) -> TokenizerSpec:
         return default_spec()
 
+    def to(self, device: torch.device) -> None:
+        self.encoder.to(device)
+
     def info(self) -> dict:
         return {
             "name": self.name + ("+int8" if self.encoder.int8 else ""),

@@ -1,6 +1,7 @@
 """The ingress core without Ray: one tokenization and one put per tokenizer group and batch, one call per task."""
 
 import asyncio
+import time
 
 import pytest
 
@@ -154,3 +155,62 @@ def test_a_task_whose_tokenizer_changed_makes_the_pipeline_regroup():
     assert pipe.stale
     asyncio.run(pipe.run([Item("y", ("ner",))]))
     assert len(asked) == 2  # asked again before the next batch
+
+
+def _slow(seconds: float):
+    async def call(refs, rows):
+        await asyncio.sleep(seconds)
+        return {"results": ["slow"] * len(rows), "model": {"name": "slow"}, "get_ms": 0.0, "compute_ms": 0.0}
+
+    return call
+
+
+def test_a_deadline_returns_the_finished_tasks_and_marks_the_others():
+    store, log = Store(), []
+    pipe = make(store, {"sentiment": counting_task(store, log, "sentiment"), "summary": _slow(1.0)})
+
+    async def go():
+        now = time.perf_counter()
+        hurried = Item("a", ("sentiment", "summary"), now, deadline=now + 0.2)
+        patient = Item("b", ("sentiment", "summary"), now)
+        first, second = await pipe.start([hurried, patient])  # one batch, one call per task
+        out = await pipe.finish(first)
+        return out, time.perf_counter() - now, await pipe.finish(second)
+
+    hurried, seconds, patient = asyncio.run(go())
+    assert seconds < 0.8  # answered at its deadline, not after the 1 s task
+    assert hurried["sentiment"] == "sentiment:a"
+    missed = "summary was not done by the request's deadline"
+    assert hurried["summary"] == {"error": missed, "code": "deadline_exceeded"}
+    assert set(hurried["timings"]["tasks"]) == {"sentiment"}
+    assert patient["summary"] == "slow"  # the shared call went on for the item that could wait
+    assert pipe.stats["calls.summary"] == 1 and pipe.stats["deadlines.summary"] == 1
+
+
+def test_per_task_timeouts_override_the_default():
+    store, log = Store(), []
+    pipe = make(store, {"sentiment": counting_task(store, log, "sentiment"), "summary": _slow(1.0)})
+    pipe.timeouts_s = {"summary": 0.1}
+    (out,) = asyncio.run(pipe.run([Item("a", ("sentiment", "summary"))]))
+    assert out["summary"] == {"error": "summary timed out after 0.1 s", "code": "timeout"}
+    assert out["sentiment"] == "sentiment:a"
+
+
+def test_at_most_max_in_flight_batches_run_at_once():
+    store = Store()
+    pipe = Pipeline(lambda: _specs({"summary": default_spec()}), {"summary": _slow(0.3)}, put=store, max_in_flight=2)
+
+    async def go():
+        start = time.perf_counter()
+        pending = []
+        for i in range(3):  # the third start waits until one of the first two batches is done
+            pending += await pipe.start([Item(f"t{i}", ("summary",))])
+        started_third = time.perf_counter() - start
+        await asyncio.gather(*(pipe.finish(p) for p in pending))
+        return started_third
+
+    assert 0.25 < asyncio.run(go()) < 1.0
+
+
+async def _specs(specs):
+    return specs

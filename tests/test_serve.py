@@ -136,6 +136,7 @@ def test_healthz_and_version(url):
     assert set(v["tasks"]) == {"ner", "sentiment", "summary"}
     for info in v["tasks"].values():
         assert info["name"] and info["version"] and len(info["checksum"]) == 12
+        assert info["device"] == "cpu"  # num_gpus: 0 in the config
     (group,) = v["tokenizer_groups"]  # the default pack: one tokenizer for all three tasks
     assert group["name"] == "all-MiniLM-L6-v2" and sorted(group["tasks"]) == ["ner", "sentiment", "summary"]
 
@@ -148,9 +149,23 @@ def test_failed_and_stuck_tasks_degrade_only_themselves(url):
     assert r.status_code == 200, r.text
     out = r.json()
     assert out["ner"]["error"].startswith("ner failed: RuntimeError: NER model crashed")
-    assert out["summary"] == {"error": "summary timed out after 5 s"}
+    assert out["summary"] == {"error": "summary timed out after 5 s", "code": "timeout"}
+    assert out["ner"]["code"] == "failed"
     assert out["sentiment"]["label"] == "positive"
     assert elapsed < 20  # the stuck task is cut off at its timeout, not waited for
+
+
+def test_deadline_returns_finished_tasks_without_waiting_for_a_stuck_one(url):
+    post(url, "/faulty/analyze", {"text": "warm up", "tasks": ["sentiment"]})
+    start = time.monotonic()
+    body = {"text": f"What a lovely day ({uuid.uuid4().hex}).", "tasks": ["sentiment", "summary"], "deadline_ms": 1500}
+    r = post(url, "/faulty/analyze", body)
+    elapsed = time.monotonic() - start
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["sentiment"]["label"] == "positive"
+    assert out["summary"]["code"] == "deadline_exceeded"
+    assert elapsed < 4  # the app's task timeout is 5 s and the summarizer never answers
 
 
 LIMIT_TEXT = "x" * 100_001
@@ -265,7 +280,7 @@ def test_prometheus_metrics_after_traffic(url, metrics_port):
         'cache="result"',
         'cache="token"',
         'kind="timeout"',
-        'kind="error"',
+        'kind="failed"',
     ]
     deadline = time.monotonic() + 90
     while True:
@@ -276,5 +291,5 @@ def test_prometheus_metrics_after_traffic(url, metrics_port):
         time.sleep(2)
     assert not missing, missing
     failures = [x for x in text.splitlines() if x.startswith("ray_nlpserve_task_failures")]
-    assert any('task="ner"' in x and 'kind="error"' in x for x in failures)
+    assert any('task="ner"' in x and 'kind="failed"' in x for x in failures)
     assert any('task="summary"' in x and 'kind="timeout"' in x for x in failures)

@@ -1,0 +1,77 @@
+"""Each task deployment scales on its own load (Serve autoscaling), on the session's local Ray."""
+
+import threading
+import time
+import uuid
+
+import pytest
+from ray import serve
+from samples import NEWS, post
+
+from deployments.ingress import Ingress
+from deployments.ner import NER
+from deployments.sentiment import Sentiment
+from deployments.summarize import Summarize
+
+pytestmark = [pytest.mark.serve, pytest.mark.slow]
+
+# Quick to react, so the test is short; config/autoscale.yaml holds the calmer production values.
+FAST = {
+    "min_replicas": 1,
+    "max_replicas": 3,
+    "target_ongoing_requests": 1,
+    "metrics_interval_s": 0.5,
+    "look_back_period_s": 2,
+    "upscale_delay_s": 1,
+    "downscale_delay_s": 5,
+}
+SMALL = {"ray_actor_options": {"num_cpus": 0.05}}
+
+
+def _replicas() -> dict[str, int]:
+    deployments = serve.status().applications["auto"].deployments
+    return {name: deployments[name].replica_states.get("RUNNING", 0) for name in ("NER", "Sentiment", "Summarize")}
+
+
+def _wait(condition, seconds: float, history: list) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        history.append(_replicas())
+        if condition(history[-1]):
+            return True
+        time.sleep(1)
+    return False
+
+
+def test_sentiment_only_load_scales_sentiment_alone_and_back_down(url):
+    options = {"autoscaling_config": FAST, **SMALL}
+    app = Ingress.options(name="AutoIngress", user_config={"result_cache_size": 0}, **SMALL).bind(
+        NER.options(**options).bind(), Sentiment.options(**options).bind(), Summarize.options(**options).bind()
+    )
+    serve.run(app, name="auto", route_prefix="/auto")
+    stop, history, codes = threading.Event(), [], []
+
+    def client(k: int) -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            text = f"{NEWS} ({uuid.uuid4().hex} {k} {i})"
+            codes.append(post(url, "/auto/analyze", {"text": text, "tasks": ["sentiment"]}).status_code)
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
+    try:
+        for t in threads:
+            t.start()
+        scaled = _wait(lambda r: r["Sentiment"] > r["NER"], 120, history)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(90)
+    try:
+        assert scaled, history[-5:]
+        assert all(r["NER"] == 1 and r["Summarize"] == 1 for r in history)  # their load stayed zero
+        assert set(codes) == {200}
+        assert _wait(lambda r: r["Sentiment"] == 1, 120, history), history[-5:]
+        print(f"\nreplicas (NER, Sentiment, Summarize) every second: {[tuple(r.values()) for r in history]}")
+    finally:
+        serve.delete("auto")
