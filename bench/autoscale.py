@@ -147,7 +147,7 @@ def report(log: list, samples: list, rows: list, phases: list) -> str:
         lines.append(
             f"| {name} | {seconds:g} | {sentiment} / {summary} | {top} | {last} | "
             f"{sp.get('p50_ms', float('nan')):.0f} / {sp.get('p95_ms', float('nan')):.0f} | "
-            f"{percentiles(summ)['p95_ms'] if summ else float('nan'):.0f} | {len(sent) / seconds:.1f} |"
+            f"{percentiles(summ)['p95_ms'] if summ else float('nan'):.0f} | {len(sent) / (ss[-1]['t'] - t):.1f} |"
         )
         t += seconds
     failed = sum(not ok for *_, ok in log)

@@ -3,6 +3,7 @@ ObjectRef, check it was tokenized for this model, run the model."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
 
@@ -12,7 +13,7 @@ import torch
 from nlpserve.device import choose_device
 from nlpserve.pipeline import TokenizerMismatch
 from nlpserve.schemas import TaskSettings
-from nlpserve.tokens import TokenizerSpec
+from nlpserve.tokens import TokenBatch, TokenizerSpec
 
 
 class TaskReplica:
@@ -53,23 +54,26 @@ class TaskReplica:
         if self.model is None:  # bound without a user_config: Serve never calls reconfigure
             self.reconfigure({})
 
-    async def __call__(self, refs: list, rows: list[int]) -> dict:
-        """Results for ``rows`` of the TokenBatch behind ``refs[0]``, the model that made them,
-        and how long the object store read (``get_ms``) and the model (``compute_ms``) took."""
+    async def __call__(self, refs: list, rows: list[list[int]]) -> dict:
+        """Results for ``rows[i]`` of the TokenBatch behind each ``refs[i]``, in order, the model
+        that made them, and how long the object store reads (``get_ms``) and the model
+        (``compute_ms``) took. Several batches are joined and run through the model together."""
         self._ready()
-        ref = refs[0]
-        if not isinstance(ref, ray.ObjectRef):
-            raise TypeError(f"expected an ObjectRef to a TokenBatch, got {type(ref).__name__}")
-        self.counts.update(calls=1, object_refs=1, rows=len(rows))
+        for ref in refs:
+            if not isinstance(ref, ray.ObjectRef):
+                raise TypeError(f"expected ObjectRefs to TokenBatches, got {type(ref).__name__}")
         start = time.perf_counter()
-        batch = await ref
+        batches = await asyncio.gather(*refs)
         got = time.perf_counter()
-        if batch.fingerprint != self.model.spec.fingerprint:
-            raise TokenizerMismatch(
-                f"tokens from tokenizer {batch.fingerprint}, {self.model_info['name']} needs "
-                f"{self.model.spec.fingerprint}"
-            )
-        results = self.model(batch, rows)
+        for batch in batches:
+            if batch.fingerprint != self.model.spec.fingerprint:
+                raise TokenizerMismatch(
+                    f"tokens from tokenizer {batch.fingerprint}, {self.model_info['name']} needs "
+                    f"{self.model.spec.fingerprint}"
+                )
+        batch, flat = TokenBatch.join(batches, rows)
+        self.counts.update(calls=1, object_refs=len(refs), rows=len(flat))
+        results = self.model(batch, flat)
         done = time.perf_counter()
         return {
             "results": results,

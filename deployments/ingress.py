@@ -131,8 +131,7 @@ class Ingress:
         )
         self.results = ResultCache(s.result_cache_size, s.result_cache_ttl_s) if s.result_cache_size else None
 
-    # One batch starts at a time; the pipeline keeps up to 4 batches' task calls in flight and
-    # holds the next start until one finishes, so requests arriving meanwhile form a bigger batch.
+    # Starting a batch only tokenizes, stores and queues its task calls, so one at a time is enough.
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002, max_concurrent_batches=1)
     async def analyze_items(self, items: list[Item]) -> list[Pending]:
         pending = await self.pipeline.start(items)

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from nlpserve.tokens import Tokenizer, TokenizerSpec
 
-# A task call takes [ref] (the stored TokenBatch, nested so the callee resolves it) and the
-# batch rows it should answer, and returns {"results": [one per row], "model": {name, version,
-# checksum}, "get_ms": .., "compute_ms": ..}.
-TaskCall = Callable[[list, list[int]], Awaitable[dict]]
+# A task call takes refs (stored TokenBatches, nested so the callee resolves them) and, per ref,
+# the batch rows it should answer, and returns {"results": [one per row, in order], "model":
+# {name, version, checksum}, "get_ms": .., "compute_ms": ..}.
+TaskCall = Callable[[list, list[list[int]]], Awaitable[dict]]
 # Asks each task which tokenizer it needs: {task: spec}, or {task: exception} where it cannot say.
 SpecsCall = Callable[[], Awaitable[dict[str, "TokenizerSpec | BaseException"]]]
 
@@ -46,6 +46,15 @@ class Group:
     tasks: list[str]
 
 
+@dataclass
+class Waiting:
+    """A batch's call of one task, waiting for a free slot of that task."""
+
+    ref: Any
+    rows: list[int]
+    future: asyncio.Future
+
+
 class TokenizerMismatch(RuntimeError):
     """A task got tokens from a tokenizer other than its own (its model was swapped)."""
 
@@ -71,8 +80,9 @@ class Pipeline:
     else ``timeout_s``) becomes ``{"error": ..., "code": ...}`` in the rows that asked for it;
     the other tasks are unaffected. An item with a ``deadline`` gets what is done by then.
 
-    At most ``max_in_flight`` batches have task calls running; ``start`` waits for a free slot,
-    so requests arriving meanwhile gather into the next, larger batch.
+    Each task has at most ``max_in_flight`` remote calls running. Calls of a busy task wait in
+    the ingress, and a freed slot sends all of that task's waiting calls as one (their stored
+    batches are joined by the replica), so a slow task batches more and never holds up the others.
     """
 
     def __init__(
@@ -92,7 +102,9 @@ class Pipeline:
         self.timeouts_s: dict[str, float] = {}  # per task, over timeout_s
         self.cache = cache
         self.on_call = on_call
-        self.slots = asyncio.Semaphore(max_in_flight)
+        self.max_in_flight = max_in_flight
+        self.waiting: defaultdict[str, list[Waiting]] = defaultdict(list)
+        self.in_flight: Counter[str] = Counter()
         self.groups: dict[str, Group] = {}
         self.unknown: dict[str, str] = {}  # task -> why its tokenizer is not known
         self.stale = True
@@ -141,7 +153,6 @@ class Pipeline:
     async def start(self, items: Sequence[Item]) -> list[Pending]:
         """Tokenize and store the batch once per group it needs and start one call per task;
         returns at once, one Pending per item, for ``finish``."""
-        await self.slots.acquire()
         start = time.perf_counter()
         if self.stale:
             await self.refresh()
@@ -160,7 +171,6 @@ class Pipeline:
         self.stats.update(batches=1, items=len(items), puts=len({id(r) for r in refs.values()}))
         rows = {t: [i for i, it in enumerate(items) if t in it.tasks] for t in self.tasks}
         calls = {t: asyncio.ensure_future(self._call(t, refs.get(t), r)) for t, r in rows.items() if r}
-        asyncio.gather(*calls.values()).add_done_callback(lambda _: self.slots.release())
         return [
             Pending(
                 result={
@@ -208,22 +218,20 @@ class Pipeline:
             error = {"error": f"{task} unavailable: {why}", "code": "unavailable"}
             return self._failed(task, error, rows, start)
         self.stats[f"calls.{task}"] += 1
-        pending = self.tasks[task]([ref], rows)
+        future = asyncio.get_running_loop().create_future()
+        self.waiting[task].append(Waiting(ref, rows, future))
+        self._send_waiting(task)
         timeout = self.timeouts_s.get(task, self.timeout_s)
         try:
-            out = await asyncio.wait_for(pending, timeout)
-            if len(out["results"]) != len(rows):
-                raise RuntimeError(f"returned {len(out['results'])} results for {len(rows)} texts")
+            results, out = await asyncio.wait_for(future, timeout)
             timing = {
                 "call_ms": _ms(time.perf_counter() - start),
                 "get_ms": out["get_ms"],
                 "compute_ms": out["compute_ms"],
             }
             self.on_call(task, timing, None)
-            return out["results"], timing, out["model"]
+            return results, timing, out["model"]
         except asyncio.TimeoutError:
-            if hasattr(pending, "cancel"):  # a Serve DeploymentResponse: stop the remote call too
-                pending.cancel()
             self.stats[f"timeouts.{task}"] += 1
             error = {"error": f"{task} timed out after {timeout:g} s", "code": "timeout"}
         except Exception as e:  # noqa: BLE001 - any task failure degrades only that task
@@ -233,6 +241,39 @@ class Pipeline:
                 self.stale = True  # the task's model changed: regroup before the next batch
             error = {"error": f"{task} failed: {reason}", "code": "failed"}
         return self._failed(task, error, rows, start)
+
+    def _send_waiting(self, task: str) -> None:
+        """If the task has a free slot, send every call of it that still waits, as one."""
+        group = [w for w in self.waiting[task] if not w.future.done()]  # done: gave up waiting
+        if not group:
+            self.waiting[task] = []
+        elif self.in_flight[task] < self.max_in_flight:
+            self.waiting[task] = []
+            self.in_flight[task] += 1
+            asyncio.ensure_future(self._send(task, group))
+
+    async def _send(self, task: str, group: list[Waiting]) -> None:
+        self.stats[f"sends.{task}"] += 1
+        pending = self.tasks[task]([w.ref for w in group], [w.rows for w in group])
+        try:
+            out = await asyncio.wait_for(pending, self.timeouts_s.get(task, self.timeout_s))
+            expected = sum(len(w.rows) for w in group)
+            if len(out["results"]) != expected:
+                raise RuntimeError(f"returned {len(out['results'])} results for {expected} texts")
+            k = 0
+            for w in group:
+                if not w.future.done():
+                    w.future.set_result((out["results"][k : k + len(w.rows)], out))
+                k += len(w.rows)
+        except Exception as e:  # noqa: BLE001 - handed to every waiting call, which reports it
+            if isinstance(e, asyncio.TimeoutError) and hasattr(pending, "cancel"):
+                pending.cancel()  # a Serve DeploymentResponse: stop the remote call too
+            for w in group:
+                if not w.future.done():
+                    w.future.set_exception(e)
+        finally:
+            self.in_flight[task] -= 1
+            self._send_waiting(task)
 
     def _failed(self, task: str, error: dict, rows: list[int], start: float) -> tuple[list, dict, None]:
         timing = {"call_ms": _ms(time.perf_counter() - start)}

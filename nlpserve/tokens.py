@@ -80,6 +80,32 @@ class TokenBatch:
     def span(self, i: int) -> slice:
         return slice(int(self.splits[i]), int(self.splits[i + 1]))
 
+    @staticmethod
+    def join(batches: list[TokenBatch], rows: list[list[int]]) -> tuple[TokenBatch, list[int]]:
+        """One TokenBatch of several made by the same tokenizer, and ``rows`` (one list per batch)
+        numbered in it."""
+        if len(batches) == 1:
+            return batches[0], list(rows[0])
+        first, bases, tokens = batches[0], [0], [0]
+        for b in batches:
+            if b.fingerprint != first.fingerprint:
+                raise ValueError("cannot join batches of different tokenizers")
+            bases.append(bases[-1] + len(b))
+            tokens.append(tokens[-1] + int(b.splits[-1]))
+        joined = TokenBatch(
+            texts=[t for b in batches for t in b.texts],
+            ids=np.concatenate([b.ids for b in batches]),
+            offsets=np.concatenate([b.offsets for b in batches]),
+            word_ids=np.concatenate([b.word_ids for b in batches]),
+            splits=np.concatenate([[0]] + [b.splits[1:] + t for b, t in zip(batches, tokens)]).astype(np.int64),
+            prefix=first.prefix,
+            suffix=first.suffix,
+            pad_id=first.pad_id,
+            fingerprint=first.fingerprint,
+            encoded=sum(b.encoded for b in batches),
+        )
+        return joined, [r + base for rs, base in zip(rows, bases) for r in rs]
+
     @property
     def specials(self) -> tuple[tuple[int, ...], tuple[int, ...], int]:
         return self.prefix, self.suffix, self.pad_id

@@ -36,10 +36,9 @@ def tokenizations(pipe) -> int:
 
 def counting_task(store, log, name):
     async def call(refs, rows):
-        log.append((name, refs, list(rows)))
-        batch = store.get(refs[0])
+        log.append((name, refs, rows))
         return {
-            "results": [f"{name}:{batch.texts[i]}" for i in rows],
+            "results": [f"{name}:{store.get(ref).texts[i]}" for ref, rs in zip(refs, rows) for i in rs],
             "model": {"name": name, "version": "1", "checksum": "c"},
             "get_ms": 0.5,
             "compute_ms": 2.0,
@@ -64,9 +63,9 @@ def test_one_tokenization_one_put_one_call_per_task():
     assert tokenizations(pipe) == 1
     assert len(store.objects) == 1 and store.objects[0].texts == ["a b", "c d", "e f"]
     assert sorted((name, rows) for name, _, rows in log) == [
-        ("ner", [0, 2]),
-        ("sentiment", [0, 1, 2]),
-        ("summary", [0]),
+        ("ner", [[0, 2]]),
+        ("sentiment", [[0, 1, 2]]),
+        ("summary", [[0]]),
     ]
     assert all(refs == [("ref", 0)] for _, refs, _ in log)  # the reference, nested in a list
     assert out == [
@@ -160,7 +159,7 @@ def test_a_task_whose_tokenizer_changed_makes_the_pipeline_regroup():
 def _slow(seconds: float):
     async def call(refs, rows):
         await asyncio.sleep(seconds)
-        return {"results": ["slow"] * len(rows), "model": {"name": "slow"}, "get_ms": 0.0, "compute_ms": 0.0}
+        return {"results": ["slow"] * sum(map(len, rows)), "model": {"name": "slow"}, "get_ms": 0.0, "compute_ms": 0.0}
 
     return call
 
@@ -196,20 +195,32 @@ def test_per_task_timeouts_override_the_default():
     assert out["sentiment"] == "sentiment:a"
 
 
-def test_at_most_max_in_flight_batches_run_at_once():
-    store = Store()
-    pipe = Pipeline(lambda: _specs({"summary": default_spec()}), {"summary": _slow(0.3)}, put=store, max_in_flight=2)
+def test_a_busy_task_sends_its_waiting_calls_as_one_and_never_holds_up_another():
+    store, log = Store(), []
+    sent = []
+
+    async def slow(refs, rows):
+        sent.append(rows)
+        await asyncio.sleep(0.3)
+        return {"results": ["slow"] * sum(map(len, rows)), "model": {}, "get_ms": 0.0, "compute_ms": 0.0}
+
+    tasks = {"summary": slow, "sentiment": counting_task(store, log, "sentiment")}
+    pipe = Pipeline(lambda: _specs(dict.fromkeys(tasks, default_spec())), tasks, put=store, max_in_flight=1)
 
     async def go():
+        slow_items = [(await pipe.start([Item(f"s{i}", ("summary",))]))[0] for i in range(3)]
         start = time.perf_counter()
-        pending = []
-        for i in range(3):  # the third start waits until one of the first two batches is done
-            pending += await pipe.start([Item(f"t{i}", ("summary",))])
-        started_third = time.perf_counter() - start
-        await asyncio.gather(*(pipe.finish(p) for p in pending))
-        return started_third
+        (fast,) = await pipe.start([Item("f", ("sentiment",))])
+        fast_out = await pipe.finish(fast)
+        fast_s = time.perf_counter() - start
+        return fast_out, fast_s, await asyncio.gather(*(pipe.finish(p) for p in slow_items))
 
-    assert 0.25 < asyncio.run(go()) < 1.0
+    fast_out, fast_s, slow_out = asyncio.run(go())
+    assert fast_out["sentiment"] == "sentiment:f" and fast_s < 0.2  # not behind the busy summarizer
+    assert [o["summary"] for o in slow_out] == ["slow"] * 3
+    # The first call went at once; the two that waited for its slot went together, as one call.
+    assert sent == [[[0]], [[0], [0]]]
+    assert pipe.stats["calls.summary"] == 3 and pipe.stats["sends.summary"] == 2
 
 
 async def _specs(specs):

@@ -1,5 +1,7 @@
 import numpy as np
 
+from nlpserve.tokens import TokenBatch
+
 
 def test_batch_is_flat_and_offsets_point_into_text(tokenizer):
     texts = ["Apple Inc. hired  Tim Cook.", "", "Über café\n\nnaïve"]
@@ -38,3 +40,13 @@ def test_cache_skips_known_texts_and_expires():
     now[0] = 301.0  # past the TTL: everything is tokenized again
     tok(["e f"])
     assert tok.counts["calls"] == 3
+
+
+def test_join_puts_batches_end_to_end_and_renumbers_rows(tokenizer):
+    a, b = tokenizer(["one two", "three"]), tokenizer(["four five six"])
+    joined, rows = TokenBatch.join([a, b], [[1], [0]])
+    assert joined.texts == ["one two", "three", "four five six"] and rows == [1, 2]
+    for i, (src, k) in enumerate([(a, 0), (a, 1), (b, 0)]):
+        assert (joined.ids[joined.span(i)] == src.ids[src.span(k)]).all()
+        assert (joined.offsets[joined.span(i)] == src.offsets[src.span(k)]).all()
+        assert (joined.word_ids[joined.span(i)] == src.word_ids[src.span(k)]).all()
