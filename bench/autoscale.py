@@ -60,6 +60,7 @@ async def run(url: str, phases: list[tuple[str, float, int, int]]) -> tuple[list
     async with httpx.AsyncClient(timeout=120, limits=limits) as http:
         running: list[tuple[asyncio.Event, asyncio.Task]] = []
         for name, seconds, sentiment, summary in phases:
+            samples.append({"t": time.perf_counter() - t0, "phase": name, "start": True, **replica_counts()})
             for stop, _ in running:
                 stop.set()
             running = []
@@ -136,20 +137,19 @@ def report(log: list, samples: list, rows: list, phases: list) -> str:
         "| replicas at the end | sentiment-only p50 / p95 ms | summary-only p95 ms | sentiment req/s |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    t = 0.0
-    for name, seconds, sentiment, summary in phases:
+    starts = [s["t"] for s in samples if s.get("start")] + [samples[-1]["t"]]
+    for (name, seconds, sentiment, summary), t, end in zip(phases, starts, starts[1:]):
         ss = [s for s in samples if s["phase"] == name]
         top = " / ".join(str(max(s[d] for s in ss)) for d in DEPLOYMENTS)
         last = " / ".join(str(ss[-1][d]) for d in DEPLOYMENTS)
-        sent = [ms for st, k, ms, ok in log if k == "sentiment" and ok and t <= st < t + seconds]
-        summ = [ms for st, k, ms, ok in log if k == "summary" and ok and t <= st < t + seconds]
+        sent = [ms for st, k, ms, ok in log if k == "sentiment" and ok and t <= st < end]
+        summ = [ms for st, k, ms, ok in log if k == "summary" and ok and t <= st < end]
         sp = percentiles(sent) if sent else {}
         lines.append(
             f"| {name} | {seconds:g} | {sentiment} / {summary} | {top} | {last} | "
             f"{sp.get('p50_ms', float('nan')):.0f} / {sp.get('p95_ms', float('nan')):.0f} | "
-            f"{percentiles(summ)['p95_ms'] if summ else float('nan'):.0f} | {len(sent) / (ss[-1]['t'] - t):.1f} |"
+            f"{percentiles(summ)['p95_ms'] if summ else float('nan'):.0f} | {len(sent) / (end - t):.1f} |"
         )
-        t += seconds
     failed = sum(not ok for *_, ok in log)
     lines += ["", f"{len(log)} requests, {failed} failed.", "", "![replicas, throughput and p95](autoscale.png)"]
     return "\n".join(lines) + "\n"

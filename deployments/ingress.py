@@ -125,6 +125,7 @@ class Ingress:
         self.analyze_items.set_batch_wait_timeout_s(s.batch_wait_timeout_s)
         self.pipeline.timeout_s = s.task_timeout_s
         self.pipeline.timeouts_s = s.task_timeouts_s
+        self.pipeline.max_in_flight = s.max_calls_in_flight
         api.state.max_body_bytes = s.max_body_bytes
         self.pipeline.set_cache(
             lambda: TTLCache(s.token_cache_size, s.token_cache_ttl_s) if s.token_cache_size else None
@@ -141,17 +142,21 @@ class Ingress:
         )
         return pending
 
-    async def _specs(self) -> dict:
-        """The tokenizer each task's model needs, asked of the task replicas."""
+    async def _ask_tasks(self, method: str) -> dict:
+        """{task: what a replica's ``method`` returns, or the exception that stopped it}."""
 
         async def ask(handle: DeploymentHandle):
             try:
-                return await asyncio.wait_for(handle.tokenizer.remote(), self.settings.task_timeout_s)
-            except Exception as e:  # noqa: BLE001 - that task answers with an error until it says
+                return await asyncio.wait_for(getattr(handle, method).remote(), self.settings.task_timeout_s)
+            except Exception as e:  # noqa: BLE001 - the caller reports it for that task only
                 return e
 
         answers = await asyncio.gather(*(ask(h) for h in self.handles.values()))
         return dict(zip(self.handles, answers))
+
+    async def _specs(self) -> dict:
+        """The tokenizer each task's model needs."""
+        return await self._ask_tasks("tokenizer")
 
     def _check_length(self, text: str, where: str) -> None:
         limit = self.settings.max_text_chars
@@ -208,12 +213,8 @@ class Ingress:
     @api.get("/version", response_model=VersionResponse)
     async def version(self) -> dict:
         """Asked of the task replicas on every call, so it follows redeploys and reconfigures."""
-        tasks = {}
-        for name, handle in self.handles.items():
-            try:
-                tasks[name] = await asyncio.wait_for(handle.info.remote(), self.settings.task_timeout_s)
-            except Exception as e:  # noqa: BLE001 - an unreachable task is reported, not fatal
-                tasks[name] = {"error": describe(e)}
+        infos = await self._ask_tasks("info")
+        tasks = {name: {"error": describe(a)} if isinstance(a, BaseException) else a for name, a in infos.items()}
         if self.pipeline.stale:
             await self.pipeline.refresh()
         groups = self.pipeline.group_info()

@@ -168,6 +168,9 @@ class IngressSettings(_Settings):
     batch_wait_timeout_s: float = Field(0.002, ge=0)
     task_timeout_s: float = Field(30.0, gt=0)
     task_timeouts_s: dict[Task, float] = Field({}, description="Per-task timeouts over task_timeout_s.")
+    max_calls_in_flight: int = Field(
+        4, ge=1, description="Calls per task in flight; raise it to at least max_replicas x target_ongoing_requests."
+    )
     max_text_chars: int = Field(100_000, ge=1)
     max_batch_items: int = Field(64, ge=1)
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1)
