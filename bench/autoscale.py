@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import time
+from collections import Counter
 from pathlib import Path
 
 import httpx
@@ -23,6 +24,7 @@ from nlpserve import local
 
 OUT = local.ROOT / "docs" / "autoscale"
 DEPLOYMENTS = ("Ingress", "NER", "Sentiment", "Summarize")
+errors: Counter[str] = Counter()  # answers that were not a full success, by body
 WINDOW_S = 5.0
 
 
@@ -44,9 +46,14 @@ async def client(http: httpx.AsyncClient, url: str, kind: str, stop: asyncio.Eve
         )
         start = time.perf_counter()
         try:
-            ok = (await http.post(url + "/analyze", json=body)).status_code == 200
+            r = await http.post(url + "/analyze", json=body)
+            task = body["tasks"][0]
+            ok = r.status_code == 200 and "error" not in r.json()[task]  # a task error is a failure too
+            if not ok:
+                errors[r.text[:200]] += 1
         except httpx.HTTPError:
             ok = False
+            errors["no HTTP answer"] += 1
         log.append((start - t0, kind, (time.perf_counter() - start) * 1000, ok))
 
 
@@ -151,7 +158,9 @@ def report(log: list, samples: list, rows: list, phases: list) -> str:
             f"{percentiles(summ)['p95_ms'] if summ else float('nan'):.0f} | {len(sent) / (end - t):.1f} |"
         )
     failed = sum(not ok for *_, ok in log)
-    lines += ["", f"{len(log)} requests, {failed} failed.", "", "![replicas, throughput and p95](autoscale.png)"]
+    lines += ["", f"{len(log)} requests, {failed} failed (HTTP error or a task error)."]
+    lines += [f"- {n} x {text}" for text, n in errors.most_common(5)]
+    lines += ["", "![replicas, throughput and p95](autoscale.png)"]
     return "\n".join(lines) + "\n"
 
 

@@ -49,14 +49,15 @@ def test_sentiment_only_load_scales_sentiment_alone_and_back_down(url):
         NER.options(**options).bind(), Sentiment.options(**options).bind(), Summarize.options(**options).bind()
     )
     serve.run(app, name="auto", route_prefix="/auto")
-    stop, history, codes = threading.Event(), [], []
+    stop, history, answers = threading.Event(), [], []
 
     def client(k: int) -> None:
         i = 0
         while not stop.is_set():
             i += 1
             text = f"{NEWS} ({uuid.uuid4().hex} {k} {i})"
-            codes.append(post(url, "/auto/analyze", {"text": text, "tasks": ["sentiment"]}).status_code)
+            r = post(url, "/auto/analyze", {"text": text, "tasks": ["sentiment"]})
+            answers.append(r.json()["sentiment"] if r.status_code == 200 else r.status_code)
 
     threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
     try:
@@ -70,7 +71,8 @@ def test_sentiment_only_load_scales_sentiment_alone_and_back_down(url):
     try:
         assert scaled, history[-5:]
         assert all(r["NER"] == 1 and r["Summarize"] == 1 for r in history)  # their load stayed zero
-        assert set(codes) == {200}
+        bad = [a for a in answers if not (isinstance(a, dict) and "label" in a)]
+        assert not bad, bad[:3]  # real sentiment answers, not task errors or HTTP errors
         assert _wait(lambda r: r["Sentiment"] == 1, 120, history), history[-5:]
         print(f"\nreplicas (NER, Sentiment, Summarize) every second: {[tuple(r.values()) for r in history]}")
     finally:
