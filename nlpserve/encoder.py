@@ -11,7 +11,7 @@ from transformers import AutoModel
 from transformers.utils import logging as hf_logging
 
 from nlpserve.resources import minilm_dir
-from nlpserve.windows import check_stride, padded_batches, windows
+from nlpserve.windows import check_stride, padded_batches, window_pieces
 
 
 class Encoder:
@@ -71,12 +71,7 @@ class Encoder:
         window that holds it."""
         p, q = len(prefix), len(suffix)
         out = [torch.empty(p + len(ids) + q, self.dim) for ids in rows]
-        pieces = []  # (row, first token, owned offset, ids with specials, is first window, is last window)
-        for r, ids in enumerate(rows):
-            wins = windows(len(ids), self.window - p - q, self.stride)
-            for k, (start, end, owned) in enumerate(wins):
-                seq = np.concatenate((prefix, ids[start:end], suffix)).astype(np.int64)
-                pieces.append((r, start, owned, seq, k == 0, k == len(wins) - 1))
+        pieces = window_pieces(rows, self.window - p - q, self.stride, prefix, suffix)
         for index, ids, mask in padded_batches([piece[3] for piece in pieces], pad_id, self.max_batch_tokens):
             hidden = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).last_hidden_state
             hidden = hidden.cpu()

@@ -18,8 +18,8 @@ from transformers.utils import cached_file
 from transformers.utils import logging as hf_logging
 
 from nlpserve.resources import checksum
-from nlpserve.tokens import TokenBatch, Tokenizer, TokenizerSpec
-from nlpserve.windows import check_stride, padded_batches, windows
+from nlpserve.tokens import TokenBatch, TokenizerSpec, special_tokens
+from nlpserve.windows import check_stride, padded_batches, window_pieces
 
 # kind -> (Auto class, what its config's `architectures` must end with)
 KINDS = {
@@ -87,12 +87,12 @@ class HFTask:
         self.ref = ref
         self.model, self.hf = load(task, self.kind, ref)
         self.spec = TokenizerSpec.of(self.hf, ref)
-        specials = Tokenizer(self.spec)
+        prefix, suffix = special_tokens(self.hf.backend_tokenizer)
         limit = min(
             getattr(self.model.config, "max_position_embeddings", None) or 1 << 20,
             self.hf.model_max_length or 1 << 20,
         )
-        self.size = min(window or limit, limit) - len(specials.prefix) - len(specials.suffix)
+        self.size = min(window or limit, limit) - len(prefix) - len(suffix)
         check_stride(self.size, stride)
         self.stride = stride
         self.max_batch_tokens = max_batch_tokens
@@ -107,15 +107,10 @@ class HFTask:
     def info(self) -> dict:
         return {"name": self.ref, "version": self.model.config.transformers_version or "", "checksum": self.checksum}
 
-    def _pieces(self, batch: TokenBatch, rows: list[int]) -> list[tuple[int, int, int, np.ndarray]]:
-        """(row, window start, first owned token, ids with special tokens) of every window."""
-        prefix, suffix = np.array(batch.prefix, np.int32), np.array(batch.suffix, np.int32)
-        out = []
-        for r in rows:
-            ids = batch.ids[batch.span(r)]
-            for start, end, owned in windows(len(ids), self.size, self.stride):
-                out.append((r, start, owned, np.concatenate([prefix, ids[start:end], suffix])))
-        return out
+    def _pieces(self, batch: TokenBatch, rows: list[int]) -> list:
+        """Windows of ``rows`` (see window_pieces; a piece's row index is a position in ``rows``)."""
+        ids = [batch.ids[batch.span(r)] for r in rows]
+        return window_pieces(ids, self.size, self.stride, batch.prefix, batch.suffix)
 
     @torch.inference_mode()
     def _logits(self, pieces: list, pad_id: int) -> list[torch.Tensor]:
@@ -137,15 +132,14 @@ class TokenClassifier(HFTask):
         pieces = self._pieces(batch, rows)
         logits = self._logits(pieces, batch.pad_id)
         start_of = len(batch.prefix)
-        per_row: dict[int, list] = {r: [] for r in rows}
-        for (r, _, owned, seq), lg in zip(pieces, logits):
+        per_row: list[list[torch.Tensor]] = [[] for _ in rows]
+        for (i, _, owned, seq, *_), lg in zip(pieces, logits):
             n = len(seq) - start_of - len(batch.suffix)
-            per_row[r].append(lg[start_of + owned : start_of + n])
+            per_row[i].append(lg[start_of + owned : start_of + n])
         labels = self.model.config.id2label
         out = []
-        for r in rows:
-            probs = torch.softmax(torch.cat(per_row[r]), dim=-1) if per_row[r] else torch.zeros(0, len(labels))
-            scores, best = probs.max(-1) if len(probs) else (torch.zeros(0), torch.zeros(0, dtype=torch.long))
+        for r, token_logits in zip(rows, per_row):  # every row has at least one window
+            scores, best = torch.softmax(torch.cat(token_logits), dim=-1).max(-1)
             out.append(self._group(batch, r, [labels[int(k)] for k in best], scores.tolist()))
         return out
 
@@ -189,8 +183,8 @@ class SequenceClassifier(HFTask):
         logits = self._logits(pieces, batch.pad_id)
         labels = self.model.config.id2label
         out = []
-        for r in rows:
-            mean = torch.stack([lg for p, lg in zip(pieces, logits) if p[0] == r]).mean(0)
+        for i in range(len(rows)):
+            mean = torch.stack([lg for p, lg in zip(pieces, logits) if p[0] == i]).mean(0)
             probs = torch.softmax(mean, dim=-1)
             k = int(probs.argmax())
             out.append({"label": labels[k], "score": float(probs[k])})

@@ -111,7 +111,7 @@ class TokenBatch:
         return self.prefix, self.suffix, self.pad_id
 
 
-def _specials(backend: tokenizers.Tokenizer) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def special_tokens(backend: tokenizers.Tokenizer) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """The special tokens the post-processor puts before and after one sequence."""
     plain = backend.encode("a", add_special_tokens=False).ids
     full = backend.encode("a", add_special_tokens=True).ids
@@ -134,7 +134,7 @@ class Tokenizer:
         # Tasks window long texts themselves, so the shared tokenization never truncates.
         self.backend.no_truncation()
         self.backend.no_padding()
-        self.prefix, self.suffix = _specials(self.backend)
+        self.prefix, self.suffix = special_tokens(self.backend)
         self.cache = cache
         self.counts: Counter[str] = Counter()
 

@@ -31,6 +31,21 @@ def windows(n: int, size: int, stride: int) -> list[tuple[int, int, int]]:
         start = end - stride
 
 
+def window_pieces(
+    rows: Sequence[np.ndarray], size: int, stride: int, prefix: Sequence[int], suffix: Sequence[int]
+) -> list[tuple[int, int, int, np.ndarray, bool, bool]]:
+    """Every window of every row as (row index, window start, first owned token, int64 ids with the
+    special tokens around them, is the row's first window, is its last window)."""
+    before, after = np.asarray(prefix, np.int64), np.asarray(suffix, np.int64)
+    out = []
+    for r, ids in enumerate(rows):
+        wins = windows(len(ids), size, stride)
+        for k, (start, end, owned) in enumerate(wins):
+            seq = np.concatenate((before, ids[start:end], after)).astype(np.int64)
+            out.append((r, start, owned, seq, k == 0, k == len(wins) - 1))
+    return out
+
+
 def padded_batches(
     seqs: Sequence[np.ndarray], pad_id: int, max_batch_tokens: int
 ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
