@@ -1,15 +1,17 @@
-"""Wiring only: the Serve application of the tokenizer ingress and the three task deployments."""
+"""Wiring only: the Serve application of the tokenizer ingress, the shared encoder and the three
+task deployments."""
 
 from ray.serve import Application
 
+from deployments.encoder import Encoder
 from deployments.ingress import Ingress
 from deployments.ner import NER
 from deployments.sentiment import Sentiment
 from deployments.summarize import Summarize
 
 
-def build(ner=NER, sentiment=Sentiment, summary=Summarize) -> Application:
-    return Ingress.bind(ner.bind(), sentiment.bind(), summary.bind())
+def build(ner=NER, sentiment=Sentiment, summary=Summarize, encoder=Encoder) -> Application:
+    return Ingress.bind(ner.bind(), sentiment.bind(), summary.bind(), encoder.bind())
 
 
 app = build()

@@ -1,5 +1,5 @@
 """What the three task deployments share: load the configured model, resolve the nested
-ObjectRef, check it was tokenized for this model, run the model."""
+ObjectRefs, check they were tokenized (and encoded) for this model, run the model off the event loop."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import ray
 import torch
 
 from nlpserve.device import choose_device
-from nlpserve.pipeline import TokenizerMismatch
+from nlpserve.errors import EncoderMismatch, TokenizerMismatch
+from nlpserve.pipeline import Inputs
 from nlpserve.schemas import TaskSettings
-from nlpserve.tokens import TokenBatch, TokenizerSpec
+from nlpserve.tokens import EncodedBatch, TokenBatch
 
 
 class TaskReplica:
@@ -32,7 +33,8 @@ class TaskReplica:
         self.device = torch.device("cpu")
 
     def load(self, settings: TaskSettings):  # pragma: no cover - abstract
-        """The model object: ``__call__(batch, rows)``, ``info()`` and ``spec`` (its TokenizerSpec)."""
+        """The model object: ``__call__(batch, rows)`` (``__call__(batch, rows, vectors)`` when its
+        ``encoder`` names the shared encoder it reads), ``info()`` and ``spec`` (its TokenizerSpec)."""
         raise NotImplementedError
 
     def apply(self, settings: TaskSettings) -> None:
@@ -54,10 +56,12 @@ class TaskReplica:
         if self.model is None:  # bound without a user_config: Serve never calls reconfigure
             self.reconfigure({})
 
-    async def __call__(self, refs: list, rows: list[list[int]]) -> dict:
+    async def __call__(self, refs: list, rows: list[list[int]], *encoded: EncodedBatch) -> dict:
         """Results for ``rows[i]`` of the TokenBatch behind each ``refs[i]``, in order, the model
-        that made them, and how long the object store reads (``get_ms``) and the model
-        (``compute_ms``) took. Several batches are joined and run through the model together."""
+        that made them, and how long the object store reads (``get_ms``), the shared encoder's pass
+        (``encode_ms``, for heads) and the model (``compute_ms``) took. ``encoded[i]`` (heads only,
+        resolved by Serve from the encoder's response) holds the vectors of ``rows[i]``. Several
+        batches are joined and run through the model together."""
         self._ready()
         for ref in refs:
             if not isinstance(ref, ray.ObjectRef):
@@ -72,20 +76,27 @@ class TaskReplica:
                     f"{self.model.spec.fingerprint}"
                 )
         batch, flat = TokenBatch.join(batches, rows)
+        args = (batch, flat)
+        if self.model.encoder is not None:
+            if len(encoded) != len(refs) or any(e.key != self.model.encoder for e in encoded):
+                have = sorted({e.key for e in encoded})
+                raise EncoderMismatch(f"{self.model_info['name']} reads encoder {self.model.encoder}, got {have}")
+            args += ([e.row(r) for e, rs in zip(encoded, rows) for r in rs],)
         self.counts.update(calls=1, object_refs=len(refs), rows=len(flat))
-        results = self.model(batch, flat)
+        results = await asyncio.to_thread(self.model, *args)  # off the loop: health checks answer meanwhile
         done = time.perf_counter()
         return {
             "results": results,
             "model": self.model_info,
             "get_ms": (got - start) * 1000,
+            "encode_ms": sum(e.compute_ms for e in encoded) if encoded else None,
             "compute_ms": (done - got) * 1000,
         }
 
-    def tokenizer(self) -> TokenizerSpec:
-        """The tokenizer this replica's model needs; the ingress groups tasks by its fingerprint."""
+    def inputs(self) -> Inputs:
+        """What this replica's model reads: the ingress groups tasks by tokenizer and encoder."""
         self._ready()
-        return self.model.spec
+        return Inputs(self.model.spec, self.model.encoder)
 
     def info(self) -> dict:
         self._ready()

@@ -104,15 +104,23 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
 @serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=128)
 @serve.ingress(api)
 class Ingress:
-    def __init__(self, ner: DeploymentHandle, sentiment: DeploymentHandle, summary: DeploymentHandle) -> None:
+    def __init__(
+        self,
+        ner: DeploymentHandle,
+        sentiment: DeploymentHandle,
+        summary: DeploymentHandle,
+        encoder: DeploymentHandle | None = None,
+    ) -> None:
         self.handles = {"ner": ner, "sentiment": sentiment, "summary": summary}
+        self.encoders = {"encoder": encoder} if encoder else {}
         self.page_html = PAGE.read_text()
         self.settings = IngressSettings()
         self.metrics = IngressMetrics()
         self.pipeline = Pipeline(
-            self._specs,
+            self._inputs,
             {name: h.remote for name, h in self.handles.items()},
             put=ray.put,
+            encoders={name: h.remote for name, h in self.encoders.items()},
             on_call=self.metrics.call,
         )
         self.results: ResultCache | None = None
@@ -142,8 +150,8 @@ class Ingress:
         )
         return pending
 
-    async def _ask_tasks(self, method: str) -> dict:
-        """{task: what a replica's ``method`` returns, or the exception that stopped it}."""
+    async def _ask(self, method: str, handles: dict[str, DeploymentHandle]) -> dict:
+        """{name: what a replica's ``method`` returns, or the exception that stopped it}."""
 
         async def ask(handle: DeploymentHandle):
             try:
@@ -151,12 +159,12 @@ class Ingress:
             except Exception as e:  # noqa: BLE001 - the caller reports it for that task only
                 return e
 
-        answers = await asyncio.gather(*(ask(h) for h in self.handles.values()))
-        return dict(zip(self.handles, answers))
+        answers = await asyncio.gather(*(ask(h) for h in handles.values()))
+        return dict(zip(handles, answers))
 
-    async def _specs(self) -> dict:
-        """The tokenizer each task's model needs."""
-        return await self._ask_tasks("tokenizer")
+    async def _inputs(self) -> dict:
+        """What each task's model and each encoder reads (tokenizer, encoder)."""
+        return await self._ask("inputs", {**self.handles, **self.encoders})
 
     def _check_length(self, text: str, where: str) -> None:
         limit = self.settings.max_text_chars
@@ -213,7 +221,7 @@ class Ingress:
     @api.get("/version", response_model=VersionResponse)
     async def version(self) -> dict:
         """Asked of the task replicas on every call, so it follows redeploys and reconfigures."""
-        infos = await self._ask_tasks("info")
+        infos = await self._ask("info", self.handles)
         tasks = {name: {"error": describe(a)} if isinstance(a, BaseException) else a for name, a in infos.items()}
         if self.pipeline.stale:
             await self.pipeline.refresh()

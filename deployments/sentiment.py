@@ -14,7 +14,3 @@ class Sentiment(TaskReplica):
         if settings.backend == "transformers":
             return SequenceClassifier("sentiment", settings.model, settings.window, settings.stride)
         return SentimentModel()
-
-    def apply(self, settings: SentimentSettings) -> None:
-        if settings.backend == "default":
-            self.model.encoder.set_int8(settings.int8)

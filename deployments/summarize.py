@@ -20,6 +20,5 @@ class Summarize(TaskReplica):
         if settings.backend == "transformers":
             self.model.generation = {key: getattr(settings, key) for key in keys}
             return
-        self.model.encoder.set_int8(settings.int8)
         for key in ("ratio", "max_sentences", "max_chars", "redundancy"):
             setattr(self.model, key, getattr(settings, key))

@@ -1,7 +1,9 @@
-"""MiniLM sentence encoder over pre-tokenized ids, with windowing for long inputs."""
+"""The shared MiniLM encoder: token vectors of a TokenBatch's rows, one pass per text, windowed
+when long; the tasks that read them (sentiment, summary) are small heads over its output."""
 
 from __future__ import annotations
 
+import time
 import warnings
 from pathlib import Path
 
@@ -10,8 +12,19 @@ import torch
 from transformers import AutoModel
 from transformers.utils import logging as hf_logging
 
-from nlpserve.resources import minilm_dir
+from nlpserve.errors import EncoderMismatch
+from nlpserve.resources import checksum, minilm_dir
+from nlpserve.tokens import EncodedBatch, TokenBatch, default_spec
 from nlpserve.windows import check_stride, padded_batches, window_pieces
+
+
+def encoder_key(model_dir: str | Path, fingerprint: str) -> str:
+    """Who may share an encoder pass: the same weights (checksum) fed by the same tokenizer."""
+    return f"{checksum(Path(model_dir) / 'model.safetensors')}:{fingerprint}"
+
+
+def default_encoder_key() -> str:
+    return encoder_key(minilm_dir(), default_spec().fingerprint)
 
 
 class Encoder:
@@ -41,6 +54,7 @@ class Encoder:
         self.fp32 = self.model
         self.int8 = False
         self.device = torch.device("cpu")
+        self.key = encoder_key(self.path, default_spec().fingerprint)
 
     def to(self, device: torch.device) -> None:
         """Run on ``device`` (the replica's GPU, see nlpserve.device); int8 stays on the CPU."""
@@ -65,30 +79,56 @@ class Encoder:
     @torch.inference_mode()
     def token_vectors(
         self, rows: list[np.ndarray], prefix: tuple[int, ...], suffix: tuple[int, ...], pad_id: int
-    ) -> list[torch.Tensor]:
-        """Per row, float32 [len(prefix) + len(row) + len(suffix), dim]: the prefix tokens ([CLS]) and
-        the suffix tokens ([SEP]) from the row's first and last windows, each token from the first
-        window that holds it."""
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Flat float32 [sum(len(prefix) + len(row) + len(suffix)), dim] and the row splits: per row the
+        prefix tokens ([CLS]) and the suffix tokens ([SEP]) from its first and last windows, each of
+        its tokens from the first window that holds it."""
         p, q = len(prefix), len(suffix)
-        out = [torch.empty(p + len(ids) + q, self.dim) for ids in rows]
+        splits = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum([p + len(ids) + q for ids in rows], out=splits[1:])
+        out = np.empty((int(splits[-1]), self.dim), dtype=np.float32)
         pieces = window_pieces(rows, self.window - p - q, self.stride, prefix, suffix)
         for index, ids, mask in padded_batches([piece[3] for piece in pieces], pad_id, self.max_batch_tokens):
             hidden = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).last_hidden_state
-            hidden = hidden.cpu()
+            hidden = hidden.float().cpu().numpy()
             for h, (r, start, owned, seq, first, last) in zip(hidden, (pieces[i] for i in index)):
+                row = out[splits[r] : splits[r + 1]]
                 n = len(seq) - p - q
-                out[r][p + start + owned : p + start + n] = h[p + owned : p + n]
+                row[p + start + owned : p + start + n] = h[p + owned : p + n]
                 if first:
-                    out[r][:p] = h[:p]
+                    row[:p] = h[:p]
                 if last:
-                    out[r][len(out[r]) - q :] = h[p + n : p + n + q]
+                    row[len(row) - q :] = h[p + n : p + n + q]
+        return out, splits
+
+    def encode(self, calls: list[tuple[TokenBatch, list[int]]]) -> list[EncodedBatch]:
+        """One pass over the given rows of several batches (one model call, long ones windowed):
+        per call, the vectors every head of this encoder reads."""
+        for batch, _ in calls:
+            if batch.fingerprint != default_spec().fingerprint:
+                raise EncoderMismatch(f"tokens from tokenizer {batch.fingerprint}, encoder {self.key} reads others")
+        start = time.perf_counter()
+        rows = [batch.ids[batch.span(i)] for batch, wanted in calls for i in wanted]
+        vectors, splits = self.token_vectors(rows, *calls[0][0].specials) if calls else (None, [0])
+        ms = (time.perf_counter() - start) * 1000
+        out, k = [], 0
+        for _, wanted in calls:
+            part = splits[k : k + len(wanted) + 1]
+            out.append(EncodedBatch(self.key, list(wanted), vectors[part[0] : part[-1]], part - part[0], ms))
+            k += len(wanted)
         return out
 
     def embed(
         self, rows: list[np.ndarray], prefix: tuple[int, ...], suffix: tuple[int, ...], pad_id: int
     ) -> np.ndarray:
         """One normalised vector per row, float32 [len(rows), dim]: the mean of its token vectors."""
-        if not rows:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        vecs = torch.stack([v.mean(0) for v in self.token_vectors(rows, prefix, suffix, pad_id)])
-        return torch.nn.functional.normalize(vecs, dim=-1).numpy()
+        vectors, splits = self.token_vectors(rows, prefix, suffix, pad_id)
+        return mean_pool([vectors[a:b] for a, b in zip(splits[:-1], splits[1:])], self.dim)
+
+
+def mean_pool(rows: list[np.ndarray], dim: int) -> np.ndarray:
+    """L2-normalised mean of each row's token vectors (sentence-transformers' pooling), [len(rows), dim]."""
+    if not rows:
+        return np.zeros((0, dim), dtype=np.float32)
+    vecs = np.stack([r.mean(0) for r in rows])
+    return vecs / np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)

@@ -80,6 +80,7 @@ class HFTask:
     split into windows overlapping by ``stride`` tokens."""
 
     kind = ""
+    encoder: str | None = None  # runs its own model: no shared encoder pass
 
     def __init__(
         self, task: str, ref: str, window: int | None = None, stride: int = 32, max_batch_tokens: int = 8192

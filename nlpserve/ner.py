@@ -45,6 +45,8 @@ class SpacyNER:
     state) of the moves that built it.
     """
 
+    encoder: str | None = None  # reads words, not the shared encoder's vectors
+
     def __init__(self, model: str | None = None) -> None:
         """``model``: a spaCy pipeline package name or directory; default: en_core_web_sm."""
         exclude = ["tagger", "parser", "attribute_ruler", "lemmatizer"]

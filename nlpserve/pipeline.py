@@ -1,5 +1,5 @@
 """The ingress core: tokenize a batch once per tokenizer group, store each group's tokens once,
-call each requested task once."""
+encode it once per shared encoder, call each requested task once."""
 
 from __future__ import annotations
 
@@ -10,14 +10,28 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from nlpserve.errors import EncoderMismatch, TokenizerMismatch
 from nlpserve.tokens import Tokenizer, TokenizerSpec
 
-# A task call takes refs (stored TokenBatches, nested so the callee resolves them) and, per ref,
-# the batch rows it should answer, and returns {"results": [one per row, in order], "model":
-# {name, version, checksum}, "get_ms": .., "compute_ms": ..}.
-TaskCall = Callable[[list, list[list[int]]], Awaitable[dict]]
-# Asks each task which tokenizer it needs: {task: spec}, or {task: exception} where it cannot say.
-SpecsCall = Callable[[], Awaitable[dict[str, "TokenizerSpec | BaseException"]]]
+# A task call takes refs (stored TokenBatches, nested so the callee resolves them), per ref the
+# batch rows it should answer and, for a head of a shared encoder, per ref that encoder's answer
+# (passed on unresolved: in Serve a DeploymentResponse, which Serve hands to the task directly).
+# It returns {"results": [one per row, in order], "model": {name, version, checksum}, "get_ms": ..,
+# "encode_ms": .., "compute_ms": ..}.
+TaskCall = Callable[..., Awaitable[dict]]
+# An encoder call takes [ref] and the rows to encode, and returns its answer without awaiting it.
+EncodeCall = Callable[[list, list[int]], Any]
+# Asks each task and encoder what it reads: {name: Inputs}, or {name: exception} where it cannot say.
+InputsCall = Callable[[], Awaitable[dict[str, "Inputs | BaseException"]]]
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What a task reads: tokens of ``tokenizer`` and, for a head, the vectors of the shared encoder
+    whose key is ``encoder``. An encoder answers with its own tokenizer and key."""
+
+    tokenizer: TokenizerSpec
+    encoder: str | None = None
 
 
 @dataclass(frozen=True)
@@ -52,11 +66,12 @@ class Waiting:
 
     ref: Any
     rows: list[int]
+    encoded: Any  # the encoder's answer for these rows (heads only)
     future: asyncio.Future
 
 
-class TokenizerMismatch(RuntimeError):
-    """A task got tokens from a tokenizer other than its own (its model was swapped)."""
+# A task whose model was swapped: regroup before the next batch.
+MISMATCHES = (TokenizerMismatch, EncoderMismatch)
 
 
 def _ms(seconds: float) -> float:
@@ -72,11 +87,13 @@ def describe(error: BaseException) -> str:
 class Pipeline:
     """Runs one batch of requests through the task callables.
 
-    Tasks are grouped by the fingerprint of the tokenizer each needs (``specs``, asked of
-    the tasks before the first batch and again after a TokenizerMismatch). For every group
+    Tasks are grouped by the fingerprint of the tokenizer each needs (``inputs``, asked of
+    the tasks and encoders before the first batch and again after a mismatch). For every group
     some item needs, the batch is tokenized once and ``put`` (``ray.put`` in Serve) once;
     every task requested by at least one item is called once with its group's reference and
-    the rows that asked for it. A task that raises or exceeds its timeout (``timeouts_s``,
+    the rows that asked for it. Tasks that read the same encoder (equal keys: weights checksum
+    and tokenizer fingerprint) share one encoder call per batch, over the rows any of them needs,
+    whose answer goes to each of them unawaited. A task that raises or exceeds its timeout (``timeouts_s``,
     else ``timeout_s``) becomes ``{"error": ..., "code": ...}`` in the rows that asked for it;
     the other tasks are unaffected. An item with a ``deadline`` gets what is done by then.
 
@@ -87,17 +104,19 @@ class Pipeline:
 
     def __init__(
         self,
-        specs: SpecsCall,
+        inputs: InputsCall,
         tasks: dict[str, TaskCall],
         put: Callable[[Any], Any],
+        encoders: dict[str, EncodeCall] | None = None,
         timeout_s: float = 30.0,
         cache: Callable[[], MutableMapping | None] = lambda: None,
         on_call: Callable[[str, dict, str | None], None] = lambda task, timing, code: None,
         max_in_flight: int = 4,
     ) -> None:
-        self.specs = specs
+        self.inputs = inputs
         self.tasks = tasks
         self.put = put
+        self.encoders = encoders or {}
         self.timeout_s = timeout_s
         self.timeouts_s: dict[str, float] = {}  # per task, over timeout_s
         self.cache = cache
@@ -106,7 +125,8 @@ class Pipeline:
         self.waiting: defaultdict[str, list[Waiting]] = defaultdict(list)
         self.in_flight: Counter[str] = Counter()
         self.groups: dict[str, Group] = {}
-        self.unknown: dict[str, str] = {}  # task -> why its tokenizer is not known
+        self.encoder_of: dict[str, str] = {}  # head task -> the encoder whose vectors it reads
+        self.unknown: dict[str, str] = {}  # task -> why its tokenizer or encoder is not known
         self.stale = True
         self.stats: Counter[str] = Counter()
 
@@ -117,18 +137,26 @@ class Pipeline:
             g.tokenizer.cache = cache()
 
     async def refresh(self) -> None:
-        """Ask the tasks for their tokenizers and regroup; a known tokenizer keeps its cache."""
-        specs = await self.specs()
+        """Ask the tasks and encoders what they read and regroup; a known tokenizer keeps its cache."""
+        answers = await self.inputs()
         old = {fp: g.tokenizer for fp, g in self.groups.items()}
         groups: dict[str, Group] = {}
         self.unknown = {}
-        for task, spec in specs.items():
-            if isinstance(spec, BaseException):
-                self.unknown[task] = describe(spec)
+        self.encoder_of = {}
+        serving = {a.encoder: e for e, a in answers.items() if e in self.encoders and isinstance(a, Inputs)}
+        for task in self.tasks:
+            read = answers.get(task, KeyError("did not answer"))
+            if isinstance(read, BaseException):
+                self.unknown[task] = describe(read)
                 continue
-            fp = spec.fingerprint
+            if read.encoder is not None:
+                if read.encoder not in serving:
+                    self.unknown[task] = f"no encoder deployment serves encoder {read.encoder}"
+                    continue
+                self.encoder_of[task] = serving[read.encoder]
+            fp = read.tokenizer.fingerprint
             if fp not in groups:
-                groups[fp] = Group(old.get(fp) or Tokenizer(spec, self.cache()), [])
+                groups[fp] = Group(old.get(fp) or Tokenizer(read.tokenizer, self.cache()), [])
             groups[fp].tasks.append(task)
         self.groups = groups
         self.stale = bool(self.unknown)  # ask again next batch for the tasks that did not say
@@ -170,7 +198,12 @@ class Pipeline:
             refs.update(dict.fromkeys(group.tasks, ref))
         self.stats.update(batches=1, items=len(items), puts=len({id(r) for r in refs.values()}))
         rows = {t: [i for i, it in enumerate(items) if t in it.tasks] for t in self.tasks}
-        calls = {t: asyncio.ensure_future(self._call(t, refs.get(t), r)) for t, r in rows.items() if r}
+        encodes = self._encode(refs, rows)
+        calls = {
+            t: asyncio.ensure_future(self._call(t, refs.get(t), r, encodes.get(self.encoder_of.get(t))))
+            for t, r in rows.items()
+            if r
+        }
         return [
             Pending(
                 result={
@@ -210,7 +243,20 @@ class Pipeline:
                 result[task] = {"error": f"{task} was not done by the request's deadline", "code": "deadline_exceeded"}
         return result
 
-    async def _call(self, task: str, ref: Any, rows: list[int]) -> tuple[list, dict, dict | None]:
+    def _encode(self, refs: dict[str, Any], rows: dict[str, list[int]]) -> dict[str, Any]:
+        """One call per encoder some requested head reads, over the union of their rows; unawaited."""
+        needed: defaultdict[str, set[int]] = defaultdict(set)
+        for task, encoder in self.encoder_of.items():
+            if rows.get(task) and task in refs:
+                needed[encoder].update(rows[task])
+        out = {}
+        for encoder, wanted in needed.items():
+            ref = next(refs[t] for t, e in self.encoder_of.items() if e == encoder and t in refs)
+            out[encoder] = self.encoders[encoder]([ref], sorted(wanted))
+            self.stats.update({f"encodes.{encoder}": 1, f"encoded_rows.{encoder}": len(wanted)})
+        return out
+
+    async def _call(self, task: str, ref: Any, rows: list[int], encoded: Any) -> tuple[list, dict, dict | None]:
         start = time.perf_counter()
         if ref is None:
             self.stats[f"errors.{task}"] += 1
@@ -219,7 +265,7 @@ class Pipeline:
             return self._failed(task, error, rows, start)
         self.stats[f"calls.{task}"] += 1
         future = asyncio.get_running_loop().create_future()
-        self.waiting[task].append(Waiting(ref, rows, future))
+        self.waiting[task].append(Waiting(ref, rows, encoded, future))
         self._send_waiting(task)
         timeout = self.timeouts_s.get(task, self.timeout_s)
         try:
@@ -227,6 +273,7 @@ class Pipeline:
             timing = {
                 "call_ms": _ms(time.perf_counter() - start),
                 "get_ms": out["get_ms"],
+                "encode_ms": out.get("encode_ms"),
                 "compute_ms": out["compute_ms"],
             }
             self.on_call(task, timing, None)
@@ -236,10 +283,9 @@ class Pipeline:
             error = {"error": f"{task} timed out after {timeout:g} s", "code": "timeout"}
         except Exception as e:  # noqa: BLE001 - any task failure degrades only that task
             self.stats[f"errors.{task}"] += 1
-            reason = describe(e)
-            if reason.startswith(TokenizerMismatch.__name__):
+            if isinstance(e, MISMATCHES):
                 self.stale = True  # the task's model changed: regroup before the next batch
-            error = {"error": f"{task} failed: {reason}", "code": "failed"}
+            error = {"error": f"{task} failed: {describe(e)}", "code": "failed"}
         return self._failed(task, error, rows, start)
 
     def _send_waiting(self, task: str) -> None:
@@ -254,7 +300,8 @@ class Pipeline:
 
     async def _send(self, task: str, group: list[Waiting]) -> None:
         self.stats[f"sends.{task}"] += 1
-        pending = self.tasks[task]([w.ref for w in group], [w.rows for w in group])
+        encoded = [w.encoded for w in group] if task in self.encoder_of else []
+        pending = self.tasks[task]([w.ref for w in group], [w.rows for w in group], *encoded)
         try:
             out = await asyncio.wait_for(pending, self.timeouts_s.get(task, self.timeout_s))
             expected = sum(len(w.rows) for w in group)

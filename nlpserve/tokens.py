@@ -7,7 +7,7 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import MutableMapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import tokenizers
@@ -109,6 +109,26 @@ class TokenBatch:
     @property
     def specials(self) -> tuple[tuple[int, ...], tuple[int, ...], int]:
         return self.prefix, self.suffix, self.pad_id
+
+
+@dataclass
+class EncodedBatch:
+    """Token vectors of some rows of one TokenBatch: per row, [CLS], its tokens and [SEP], each
+    [dim] float32, flat (row ``k`` of ``rows`` owns ``vectors[splits[k]:splits[k + 1]]``)."""
+
+    key: str  # encoder_key of the encoder that made them
+    rows: list[int]
+    vectors: np.ndarray
+    splits: np.ndarray
+    compute_ms: float = 0.0
+    _index: dict[int, int] = field(default_factory=dict, repr=False)
+
+    def row(self, i: int) -> np.ndarray:
+        """The token vectors of TokenBatch row ``i``."""
+        if not self._index:
+            self._index.update((r, k) for k, r in enumerate(self.rows))
+        k = self._index[i]
+        return self.vectors[self.splits[k] : self.splits[k + 1]]
 
 
 def special_tokens(backend: tokenizers.Tokenizer) -> tuple[tuple[int, ...], tuple[int, ...]]:

@@ -38,7 +38,7 @@ from nlpserve import local  # noqa: E402
 
 CONFIG = local.ROOT / "config" / "cluster.yaml"
 APP = "nlp"
-TASKS = ("NER", "Sentiment", "Summarize")
+TASKS = ("Encoder", "NER", "Sentiment", "Summarize")  # every deployment behind the ingress
 TEXT = (
     "Apple Inc. said on Monday that Tim Cook will visit Goldman Sachs in New York next week. "
     "The trip is a big deal and investors loved it."

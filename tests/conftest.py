@@ -34,12 +34,14 @@ def _deploy_faulty_app():
     sys.path.insert(0, str(TESTS))
     from faults import BrokenNER, StuckSummary
 
+    from deployments.encoder import Encoder
     from deployments.ingress import Ingress
     from deployments.sentiment import Sentiment
 
     ingress = Ingress.options(name="FaultyIngress", user_config={"task_timeout_s": 5.0})
     sentiment = Sentiment.options(name="FaultySentiment", user_config={})  # {}: loads its model at start
-    app = ingress.bind(BrokenNER.bind(), sentiment.bind(), StuckSummary.bind())
+    encoder = Encoder.options(name="FaultyEncoder", user_config={})
+    app = ingress.bind(BrokenNER.bind(), sentiment.bind(), StuckSummary.bind(), encoder.bind())
     serve.run(app, name="faulty", route_prefix="/faulty")
 
 

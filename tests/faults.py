@@ -4,30 +4,31 @@ import asyncio
 
 from ray import serve
 
-from nlpserve.tokens import TokenizerSpec, default_spec
+from nlpserve.pipeline import Inputs
+from nlpserve.tokens import default_spec
 
 
 @serve.deployment(name="BrokenNER", ray_actor_options={"num_cpus": 0}, graceful_shutdown_timeout_s=1)
 class BrokenNER:
-    async def __call__(self, refs: list, rows: list[int]) -> dict:
+    async def __call__(self, refs: list, rows: list[int], *encoded) -> dict:
         await refs[0]
         raise RuntimeError("NER model crashed")
 
     def info(self) -> dict:
         return {"name": "broken", "version": "0", "checksum": "0"}
 
-    def tokenizer(self) -> TokenizerSpec:
-        return default_spec()
+    def inputs(self) -> Inputs:
+        return Inputs(default_spec())
 
 
 @serve.deployment(name="StuckSummary", ray_actor_options={"num_cpus": 0}, graceful_shutdown_timeout_s=1)
 class StuckSummary:
-    async def __call__(self, refs: list, rows: list[int]) -> dict:
+    async def __call__(self, refs: list, rows: list[int], *encoded) -> dict:
         await asyncio.sleep(300)
         return {"results": [], "model": self.info(), "get_ms": 0.0, "compute_ms": 0.0}
 
     def info(self) -> dict:
         return {"name": "stuck", "version": "0", "checksum": "0"}
 
-    def tokenizer(self) -> TokenizerSpec:
-        return default_spec()
+    def inputs(self) -> Inputs:
+        return Inputs(default_spec())

@@ -6,11 +6,12 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from nlpserve.schemas import IngressSettings, NERSettings, SentimentSettings, SummarySettings
+from nlpserve.schemas import EncoderSettings, IngressSettings, NERSettings, SentimentSettings, SummarySettings
 
 CONFIGS = Path(__file__).resolve().parents[1] / "config"
 SETTINGS = {
     "Ingress": IngressSettings,
+    "Encoder": EncoderSettings,
     "NER": NERSettings,
     "Sentiment": SentimentSettings,
     "Summarize": SummarySettings,
@@ -33,5 +34,5 @@ def test_config_is_a_valid_serve_config_for_every_deployment(config):
     assert total_cpus <= 2.0  # fits the 2-core machine it is sized for
     ingress = deployments["Ingress"]
     assert ingress.max_queued_requests > 0 and ingress.backpressure_config.retry_after_s  # overload: fast 503s
-    backends = {d.user_config.get("backend", "default") for name, d in deployments.items() if name != "Ingress"}
+    backends = {d.user_config.get("backend", "default") for name, d in deployments.items() if name not in ("Ingress", "Encoder")}
     assert backends == ({"transformers"} if config == "hub.yaml" else {"default"})

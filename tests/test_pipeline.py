@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from nlpserve.pipeline import Item, Pipeline, TokenizerMismatch
+from nlpserve.errors import TokenizerMismatch
+from nlpserve.pipeline import Inputs, Item, Pipeline
 from nlpserve.tokens import default_spec
 
 
@@ -25,7 +26,7 @@ class Store:
 
 def make(store, tasks, timeout_s=30.0, specs=None):
     async def ask():
-        return specs or dict.fromkeys(tasks, default_spec())
+        return {n: Inputs(s) for n, s in (specs or dict.fromkeys(tasks, default_spec())).items()}
 
     return Pipeline(ask, tasks, put=store, timeout_s=timeout_s)
 
@@ -143,7 +144,7 @@ def test_a_task_whose_tokenizer_changed_makes_the_pipeline_regroup():
 
     async def specs():
         asked.append(1)
-        return {"ner": default_spec()}
+        return {"ner": Inputs(default_spec())}
 
     async def swapped(refs, rows):
         raise TokenizerMismatch("tokens from tokenizer a, model needs b")
@@ -205,7 +206,7 @@ def test_a_busy_task_sends_its_waiting_calls_as_one_and_never_holds_up_another()
         return {"results": ["slow"] * sum(map(len, rows)), "model": {}, "get_ms": 0.0, "compute_ms": 0.0}
 
     tasks = {"summary": slow, "sentiment": counting_task(store, log, "sentiment")}
-    pipe = Pipeline(lambda: _specs(dict.fromkeys(tasks, default_spec())), tasks, put=store, max_in_flight=1)
+    pipe = Pipeline(lambda: _specs(dict.fromkeys(tasks, Inputs(default_spec()))), tasks, put=store, max_in_flight=1)
 
     async def go():
         slow_items = [(await pipe.start([Item(f"s{i}", ("summary",))]))[0] for i in range(3)]
@@ -225,3 +226,59 @@ def test_a_busy_task_sends_its_waiting_calls_as_one_and_never_holds_up_another()
 
 async def _specs(specs):
     return specs
+
+
+def test_heads_of_one_encoder_share_one_encoder_call_per_batch_and_get_its_answer():
+    store, log, encodes = Store(), [], []
+
+    def encode(refs, rows):
+        encodes.append((refs, rows))
+
+        async def answer():
+            await asyncio.sleep(0.01)
+            return {"rows": rows}
+
+        return asyncio.ensure_future(answer())  # like a DeploymentResponse: handed on unawaited
+
+    def head(name):
+        async def call(refs, rows, *encoded):
+            answers = [await e for e in encoded]
+            log.append((name, rows, answers))
+            return {"results": [name] * sum(map(len, rows)), "model": {}, "get_ms": 0.0, "compute_ms": 0.0}
+
+        return call
+
+    async def ner(refs, rows, *encoded):
+        assert not encoded  # reads words, not vectors
+        return {"results": ["ner"] * sum(map(len, rows)), "model": {}, "get_ms": 0.0, "compute_ms": 0.0}
+
+    spec = default_spec()
+    inputs = {
+        "ner": Inputs(spec),
+        "sentiment": Inputs(spec, "minilm"),
+        "summary": Inputs(spec, "minilm"),
+        "encoder": Inputs(spec, "minilm"),
+    }
+    tasks = {"ner": ner, "sentiment": head("sentiment"), "summary": head("summary")}
+    pipe = Pipeline(lambda: _specs(inputs), tasks, put=store, encoders={"encoder": encode})
+    items = [Item("a", ("sentiment",)), Item("b", ("ner",)), Item("c", ("summary", "sentiment"))]
+    out = asyncio.run(pipe.run(items))
+    assert [sorted(k for k in o if k in tasks) for o in out] == [["sentiment"], ["ner"], ["sentiment", "summary"]]
+    assert encodes == [([("ref", 0)], [0, 2])]  # one call, the rows any head needs, the ref nested
+    assert sorted(log) == [("sentiment", [[0, 2]], [{"rows": [0, 2]}]), ("summary", [[2]], [{"rows": [0, 2]}])]
+    assert pipe.stats["encodes.encoder"] == 1 and pipe.stats["encoded_rows.encoder"] == 2
+
+    # Only NER asked: no encoder call.
+    asyncio.run(pipe.run([Item("d", ("ner",))]))
+    assert len(encodes) == 1
+
+
+def test_a_head_whose_encoder_nobody_serves_is_unavailable_and_the_others_answer():
+    store, log = Store(), []
+    spec = default_spec()
+    inputs = {"ner": Inputs(spec), "sentiment": Inputs(spec, "minilm"), "encoder": Inputs(spec, "other")}
+    tasks = {"ner": counting_task(store, log, "ner"), "sentiment": counting_task(store, log, "sentiment")}
+    pipe = Pipeline(lambda: _specs(inputs), tasks, put=store, encoders={"encoder": lambda refs, rows: None})
+    (out,) = asyncio.run(pipe.run([Item("x", ("ner", "sentiment"))]))
+    assert out["ner"] == "ner:x"
+    assert out["sentiment"]["code"] == "unavailable" and "encoder minilm" in out["sentiment"]["error"]

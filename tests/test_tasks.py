@@ -66,6 +66,11 @@ def test_ner_only_runs_requested_rows(tokenizer, ner):
     assert {"PERSON", "GPE"} <= {e["entity_group"] for e in out[0]}
 
 
+def vectors(encoder, batch, rows):
+    (encoded,) = encoder.encode([(batch, rows)])
+    return [encoded.row(i) for i in rows]
+
+
 def test_encoder_matches_sentence_transformers_pooling(tokenizer, encoder):
     texts = ["The quick brown fox jumps over the lazy dog.", "word " * 700]
     b = tokenizer(texts)
@@ -80,12 +85,13 @@ def test_encoder_matches_sentence_transformers_pooling(tokenizer, encoder):
 
 
 def test_sentiment_labels_clear_reviews(tokenizer, encoder):
-    model = SentimentModel(encoder)
+    model = SentimentModel()
     texts = [
         "I absolutely loved this phone. The battery lasts forever and the screen is gorgeous. Best purchase ever!",
         "Terrible product. It broke after two days, support was rude and I want my money back. Awful.",
     ]
-    out = model(tokenizer(texts), [0, 1])
+    b = tokenizer(texts)
+    out = model(b, [0, 1], vectors(encoder, b, [0, 1]))
     assert out[0]["label"] == "positive"
     assert out[1]["label"] == "negative"
     for r in out:
@@ -107,9 +113,9 @@ def test_sentences_split_on_real_boundaries_only(tokenizer):
 
 
 def test_summary_picks_input_sentences_in_order(tokenizer, encoder):
-    model = ExtractiveSummarizer(encoder, ratio=0.5, max_sentences=3)
+    model = ExtractiveSummarizer(ratio=0.5, max_sentences=3)
     b = tokenizer([NEWS, "Only one sentence here."])
-    out = model(b, [0, 1])
+    out = model(b, [0, 1], vectors(encoder, b, [0, 1]))
     first, single = out
     sentences = [NEWS[s.start : s.end] for s in split_sentences(NEWS, b.offsets[b.span(0)])]
     picked = [NEWS[s["start"] : s["end"]] for s in first["sentences"]]
@@ -121,9 +127,10 @@ def test_summary_picks_input_sentences_in_order(tokenizer, encoder):
 
 
 def test_summary_is_bounded(tokenizer, encoder):
-    model = ExtractiveSummarizer(encoder, max_chars=100)
+    model = ExtractiveSummarizer(max_chars=100)
     text = "word " * 300
-    out = model(tokenizer([text]), [0])[0]
+    b = tokenizer([text])
+    out = model(b, [0], vectors(encoder, b, [0]))[0]
     assert 0 < len(out["summary_text"]) <= 100
     s = out["sentences"][0]
     assert text[s["start"] : s["end"]] == out["summary_text"]
@@ -140,3 +147,25 @@ def test_int8_switch_keeps_embeddings_close_and_switches_back(tokenizer):
     assert float(fp32[0] @ int8[0]) > 0.9
     enc.set_int8(False)
     assert np.allclose(enc.embed(rows, *b.specials), fp32)
+
+
+def test_one_encoder_pass_serves_several_batches_and_heads_read_their_rows(tokenizer, encoder):
+    first, second = tokenizer([NEWS, "Paris is lovely."]), tokenizer(["word " * 700])
+    joined = encoder.encode([(first, [1, 0]), (second, [0])])
+    alone = [encoder.encode([(first, [i])])[0].row(i) for i in (0, 1)] + [encoder.encode([(second, [0])])[0].row(0)]
+    assert [e.rows for e in joined] == [[1, 0], [0]] and len({e.compute_ms for e in joined}) == 1
+    together = [joined[0].row(0), joined[0].row(1), joined[1].row(0)]
+    for a, b in zip(together, alone):
+        assert a.shape == b.shape and np.allclose(a, b, atol=1e-5)
+    assert together[0].shape == (len(first.ids[first.span(0)]) + 2, 384)  # [CLS] + tokens + [SEP]
+    assert joined[0].key == SentimentModel().encoder == ExtractiveSummarizer().encoder == encoder.key
+
+
+def test_the_encoder_refuses_tokens_of_another_tokenizer(tiny_models, encoder):
+    from nlpserve.errors import EncoderMismatch
+    from nlpserve.hf import Seq2SeqSummarizer
+    from nlpserve.tokens import Tokenizer
+
+    other = Seq2SeqSummarizer("summary", str(tiny_models["summary"]))
+    with pytest.raises(EncoderMismatch):
+        encoder.encode([(Tokenizer(other.spec)(["Paris."]), [0])])

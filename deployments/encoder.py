@@ -1,0 +1,67 @@
+"""The shared encoder: one MiniLM pass per text, whose token vectors the heads (sentiment,
+summary) read from the object store. Calls that arrive while a pass runs are joined into the next."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import torch
+from ray import serve
+from ray.serve import metrics
+
+from nlpserve.device import choose_device
+from nlpserve.encoder import Encoder as MiniLM
+from nlpserve.pipeline import Inputs
+from nlpserve.schemas import EncoderSettings
+from nlpserve.tokens import EncodedBatch, TokenBatch, default_spec
+
+
+@serve.deployment(name="Encoder", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=16)
+class Encoder:
+    def __init__(self) -> None:
+        self.model: MiniLM | None = None
+        self.counts: Counter[str] = Counter()
+        self.texts = metrics.Counter("nlpserve_encoded_texts", "Texts run through the shared encoder.")
+        self.passes = metrics.Counter("nlpserve_encoder_passes", "Encoder passes (each over one or more calls).")
+
+    def reconfigure(self, config: dict) -> None:
+        settings = EncoderSettings(**config)
+        torch.set_num_threads(settings.torch_threads)
+        if self.model is None:
+            self.model = MiniLM()
+            self.model.to(choose_device())
+        self.model.set_int8(settings.int8)
+        self.run.set_max_batch_size(settings.max_batch_size)
+
+    def _ready(self) -> None:
+        if self.model is None:  # bound without a user_config: Serve never calls reconfigure
+            self.reconfigure({})
+
+    # No wait: a lone call runs at once, and calls that arrive during a pass form the next one.
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0)
+    async def run(self, calls: list[tuple[TokenBatch, list[int]]]) -> list[EncodedBatch]:
+        out = await asyncio.to_thread(self.model.encode, calls)  # off the loop: health checks answer meanwhile
+        texts = sum(len(rows) for _, rows in calls)
+        self.counts.update(passes=1, calls=len(calls), texts=texts)
+        self.passes.inc()
+        if texts:
+            self.texts.inc(texts)
+        return out
+
+    async def __call__(self, refs: list, rows: list[int]) -> EncodedBatch:
+        """Token vectors of ``rows`` of the TokenBatch behind ``refs[0]`` (nested, so resolved here)."""
+        self._ready()
+        return await self.run((await refs[0], rows))
+
+    def inputs(self) -> Inputs:
+        """The tokenizer it reads and the key the heads of this encoder name."""
+        self._ready()
+        return Inputs(default_spec(), self.model.key)
+
+    def info(self) -> dict:
+        self._ready()
+        return {"name": "all-MiniLM-L6-v2" + ("+int8" if self.model.int8 else ""), "key": self.model.key}
+
+    def stats(self) -> dict:
+        return dict(self.counts)
