@@ -21,6 +21,7 @@ from nlpserve.tokens import EncodedBatch, TokenBatch, default_spec
 class Encoder:
     def __init__(self) -> None:
         self.model: MiniLM | None = None
+        self.loaded: tuple | None = None
         self.counts: Counter[str] = Counter()
         self.texts = metrics.Counter("nlpserve_encoded_texts", "Texts run through the shared encoder.")
         self.passes = metrics.Counter("nlpserve_encoder_passes", "Encoder passes (each over one or more calls).")
@@ -28,10 +29,10 @@ class Encoder:
     def reconfigure(self, config: dict) -> None:
         settings = EncoderSettings(**config)
         torch.set_num_threads(settings.torch_threads)
-        if self.model is None:
-            self.model = MiniLM()
-            self.model.to(choose_device())
-        self.model.set_int8(settings.int8)
+        if (settings.kernel, settings.torch_threads) != self.loaded:
+            model = MiniLM(kernel=settings.kernel, threads=settings.torch_threads)
+            model.to(choose_device())
+            self.model, self.loaded = model, (settings.kernel, settings.torch_threads)
         self.run.set_max_batch_size(settings.max_batch_size)
 
     def _ready(self) -> None:
@@ -61,7 +62,7 @@ class Encoder:
 
     def info(self) -> dict:
         self._ready()
-        return {"name": "all-MiniLM-L6-v2" + ("+int8" if self.model.int8 else ""), "key": self.model.key}
+        return {"name": "all-MiniLM-L6-v2", "kernel": self.model.kernel.name, "key": self.model.key}
 
     def stats(self) -> dict:
         return dict(self.counts)

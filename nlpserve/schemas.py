@@ -208,13 +208,28 @@ class NERSettings(TaskSettings):
     backend: Literal["default", "transformers", "spacy"] = Field(
         "default", description="`spacy`: a spaCy pipeline (`model`: package name or directory) on the shared words."
     )
+    kernel: Literal["native", "stepwise"] = Field(
+        "native", description="spaCy's parse: its compiled loop, or step by step in Python (the reference)."
+    )
+
+    @model_validator(mode="after")
+    def _kernel_is_for_spacy(self) -> NERSettings:
+        if "kernel" in self.model_fields_set and self.backend == "transformers":
+            raise ValueError("kernel applies to spaCy NER (backend default or spacy), not to transformers")
+        return self
+
+    @property
+    def load_key(self) -> tuple:
+        return (*super().load_key, self.kernel)
 
 
 class EncoderSettings(_Settings):
     """`user_config` of the Encoder deployment: the shared MiniLM encoder."""
 
-    torch_threads: int = Field(1, ge=1)
-    int8: bool = Field(False, description="Dynamic int8 quantization of the encoder's Linear layers.")
+    torch_threads: int = Field(1, ge=1, description="Threads of the forward pass (torch or ONNX Runtime).")
+    kernel: Literal["torch", "torch-int8", "onnx", "onnx-int8"] = Field(
+        "onnx-int8", description="The forward pass: eager torch or ONNX Runtime, float32 or dynamic int8."
+    )
     max_batch_size: int = Field(64, ge=1, description="Calls joined into one encoder pass (Serve batching).")
 
 

@@ -24,8 +24,8 @@ def test_models_run_on_the_device_they_were_moved_to(tiny_models):
     assert model.device == torch.device("cpu") and model(batch, [0]) == before
 
 
-def test_int8_is_refused_off_the_cpu():
-    encoder = Encoder()
-    encoder.device = torch.device("cuda", 0)  # as after .to(cuda) on a GPU node
+@pytest.mark.parametrize("kernel", ["onnx-int8", "onnx", "torch-int8"])
+def test_cpu_only_kernels_are_refused_on_a_gpu(kernel):
+    encoder = Encoder(kernel=kernel)
     with pytest.raises(ValueError, match="CPU only"):
-        encoder.set_int8(True)
+        encoder.to(torch.device("cuda", 0))

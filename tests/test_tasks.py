@@ -136,19 +136,6 @@ def test_summary_is_bounded(tokenizer, encoder):
     assert text[s["start"] : s["end"]] == out["summary_text"]
 
 
-def test_int8_switch_keeps_embeddings_close_and_switches_back(tokenizer):
-    enc = Encoder()
-    b = tokenizer([NEWS])
-    rows = [b.ids[b.span(0)]]
-    fp32 = enc.embed(rows, *b.specials)
-    enc.set_int8(True)
-    int8 = enc.embed(rows, *b.specials)
-    assert enc.model is not enc.fp32
-    assert float(fp32[0] @ int8[0]) > 0.9
-    enc.set_int8(False)
-    assert np.allclose(enc.embed(rows, *b.specials), fp32)
-
-
 def test_one_encoder_pass_serves_several_batches_and_heads_read_their_rows(tokenizer, encoder):
     first, second = tokenizer([NEWS, "Paris is lovely."]), tokenizer(["word " * 700])
     joined = encoder.encode([(first, [1, 0]), (second, [0])])
