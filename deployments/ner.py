@@ -13,4 +13,4 @@ class NER(TaskReplica):
     def load(self, settings: NERSettings) -> SpacyNER | TokenClassifier:
         if settings.backend == "transformers":
             return TokenClassifier("ner", settings.model, settings.window, settings.stride)
-        return SpacyNER(settings.model)
+        return SpacyNER(settings.model, settings.kernel)

