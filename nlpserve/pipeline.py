@@ -127,7 +127,9 @@ class Pipeline:
         self.groups: dict[str, Group] = {}
         self.encoder_of: dict[str, str] = {}  # head task -> the encoder whose vectors it reads
         self.unknown: dict[str, str] = {}  # task -> why its tokenizer or encoder is not known
+        self.known: dict[str, Inputs] = {}  # the last answer of every task and encoder that gave one
         self.stale = True
+        self.refreshing: asyncio.Future | None = None
         self.stats: Counter[str] = Counter()
 
     def set_cache(self, cache: Callable[[], MutableMapping | None]) -> None:
@@ -137,8 +139,12 @@ class Pipeline:
             g.tokenizer.cache = cache()
 
     async def refresh(self) -> None:
-        """Ask the tasks and encoders what they read and regroup; a known tokenizer keeps its cache."""
+        """Ask the tasks and encoders what they read and regroup; a known tokenizer keeps its cache.
+        One that cannot answer now keeps its last known answer (it may be busy), and is asked again."""
         answers = await self.inputs()
+        failed = {name for name, a in answers.items() if isinstance(a, BaseException)}
+        self.known.update((name, a) for name, a in answers.items() if name not in failed)
+        answers = {name: self.known.get(name, a) for name, a in answers.items()}
         old = {fp: g.tokenizer for fp, g in self.groups.items()}
         groups: dict[str, Group] = {}
         self.unknown = {}
@@ -159,8 +165,19 @@ class Pipeline:
                 groups[fp] = Group(old.get(fp) or Tokenizer(read.tokenizer, self.cache()), [])
             groups[fp].tasks.append(task)
         self.groups = groups
-        self.stale = bool(self.unknown)  # ask again next batch for the tasks that did not say
+        self.stale = bool(failed)  # ask again, in the background, those that did not say
         self.stats["refreshes"] += 1
+
+    async def _current(self) -> None:
+        """Groups to tokenize with: the first time, wait for the tasks' answers; later, use the last
+        known groups and refresh stale ones in the background, so a task that cannot answer never
+        holds up the batches of the others."""
+        if not self.stats["refreshes"]:
+            if self.refreshing is None:
+                self.refreshing = asyncio.ensure_future(self.refresh())
+            await asyncio.shield(self.refreshing)
+        elif self.stale and (self.refreshing is None or self.refreshing.done()):
+            self.refreshing = asyncio.ensure_future(self.refresh())
 
     def group_info(self) -> list[dict]:
         return [
@@ -182,8 +199,7 @@ class Pipeline:
         """Tokenize and store the batch once per group it needs and start one call per task;
         returns at once, one Pending per item, for ``finish``."""
         start = time.perf_counter()
-        if self.stale:
-            await self.refresh()
+        await self._current()
         texts = [it.text for it in items]
         wanted = {t for it in items for t in it.tasks}
         refs, tokenize_s, put_s, encoded = {}, 0.0, 0.0, 0
@@ -191,7 +207,7 @@ class Pipeline:
             if wanted.isdisjoint(group.tasks):
                 continue
             t0 = time.perf_counter()
-            batch = group.tokenizer(texts)
+            batch = await asyncio.to_thread(group.tokenizer, texts)  # off the loop: others go on meanwhile
             t1 = time.perf_counter()
             ref = self.put(batch)
             tokenize_s, put_s, encoded = tokenize_s + t1 - t0, put_s + time.perf_counter() - t1, encoded + batch.encoded
@@ -301,8 +317,9 @@ class Pipeline:
     async def _send(self, task: str, group: list[Waiting]) -> None:
         self.stats[f"sends.{task}"] += 1
         encoded = [w.encoded for w in group] if task in self.encoder_of else []
-        pending = self.tasks[task]([w.ref for w in group], [w.rows for w in group], *encoded)
+        pending = None
         try:
+            pending = self.tasks[task]([w.ref for w in group], [w.rows for w in group], *encoded)
             out = await asyncio.wait_for(pending, self.timeouts_s.get(task, self.timeout_s))
             expected = sum(len(w.rows) for w in group)
             if len(out["results"]) != expected:

@@ -282,3 +282,48 @@ def test_a_head_whose_encoder_nobody_serves_is_unavailable_and_the_others_answer
     (out,) = asyncio.run(pipe.run([Item("x", ("ner", "sentiment"))]))
     assert out["ner"] == "ner:x"
     assert out["sentiment"]["code"] == "unavailable" and "encoder minilm" in out["sentiment"]["error"]
+
+
+def test_a_call_that_raises_at_once_frees_its_slot():
+    store, calls = Store(), []
+
+    def raises_at_once(refs, rows):  # not a coroutine: fails before anything is awaited
+        calls.append(rows)
+        raise RuntimeError("no replica")
+
+    specs = {"ner": Inputs(default_spec())}
+    pipe = Pipeline(lambda: _specs(specs), {"ner": raises_at_once}, put=store, timeout_s=2.0, max_in_flight=1)
+    for text in ("a", "b", "c"):
+        (out,) = asyncio.run(pipe.run([Item(text, ("ner",))]))
+        assert out["ner"] == {"error": "ner failed: RuntimeError: no replica", "code": "failed"}
+    assert len(calls) == 3 and pipe.in_flight["ner"] == 0  # every call was sent: no slot leaked
+
+
+def test_a_task_that_cannot_say_what_it_reads_holds_up_only_itself():
+    store, log = Store(), []
+    hang = asyncio.Event()
+
+    async def inputs():
+        async def ner():
+            await asyncio.wait_for(hang.wait(), 0.5)  # as the ingress's per-task timeout
+
+        try:
+            await ner()
+            answer = Inputs(default_spec())
+        except asyncio.TimeoutError as e:
+            answer = e
+        return {"ner": answer, "sentiment": Inputs(default_spec())}
+
+    tasks = {"ner": counting_task(store, log, "ner"), "sentiment": counting_task(store, log, "sentiment")}
+    pipe = Pipeline(inputs, tasks, put=store)
+
+    async def go():
+        (first,) = await pipe.run([Item("a", ("ner", "sentiment"))])  # the first batch waits for the answers
+        start = time.perf_counter()
+        (second,) = await pipe.run([Item("b", ("sentiment",))])
+        return first, second, time.perf_counter() - start
+
+    first, second, seconds = asyncio.run(go())
+    assert first["ner"]["code"] == "unavailable" and first["sentiment"] == "sentiment:a"
+    assert second["sentiment"] == "sentiment:b" and seconds < 0.3  # not behind the ner's refresh again
+    assert pipe.stale  # and ner is asked again, in the background
