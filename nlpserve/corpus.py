@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from nlpserve.encoder import Encoder
+from nlpserve.encoder import Encoder, mean_pool
 from nlpserve.tokens import Tokenizer
 
 LABELS = ["negative", "neutral", "positive"]
@@ -46,12 +46,23 @@ def split(n: int) -> dict[str, np.ndarray]:
     return {"train": order[:a], "val": order[a:b], "test": order[b:]}
 
 
-def embed(texts: list[str], encoder: Encoder | None = None, chunk: int = 256) -> np.ndarray:
-    """Sentence vectors of ``texts`` through the served path (Tokenizer -> Encoder)."""
+def token_vectors(
+    texts: list[str], encoder: Encoder | None = None, chunk: int = 256, dtype: type = np.float32
+) -> tuple[np.ndarray, np.ndarray]:
+    """Token vectors of ``texts`` through the served path (Tokenizer -> Encoder): flat ``dtype``
+    [n_tokens, dim], text ``k`` owning ``vectors[splits[k]:splits[k + 1]]`` ([CLS] first, [SEP] last)."""
     tokenizer, encoder = Tokenizer(), encoder or Encoder()
-    out = []
-    for i in tqdm(range(0, len(texts), chunk), desc="embedding", unit="batch"):
+    out, lengths = [], [np.zeros(1, dtype=np.int64)]
+    for i in tqdm(range(0, len(texts), chunk), desc=f"encoding ({encoder.kernel.name})", unit="batch"):
         batch = tokenizer(texts[i : i + chunk])
-        rows = [batch.ids[batch.span(k)] for k in range(len(batch))]
-        out.append(encoder.embed(rows, *batch.specials))
-    return np.concatenate(out)
+        vectors, splits = encoder.token_vectors([batch.ids[batch.span(k)] for k in range(len(batch))], *batch.specials)
+        out.append(vectors.astype(dtype, copy=False))
+        lengths.append(np.diff(splits))
+    return np.concatenate(out), np.cumsum(np.concatenate(lengths))
+
+
+def embed(texts: list[str], encoder: Encoder | None = None, chunk: int = 256) -> np.ndarray:
+    """Sentence vectors of ``texts`` through the served path: the mean-pooled token vectors."""
+    encoder = encoder or Encoder()
+    vectors, splits = token_vectors(texts, encoder, chunk)
+    return mean_pool([vectors[a:b] for a, b in zip(splits[:-1], splits[1:])], encoder.dim)
