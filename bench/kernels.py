@@ -76,6 +76,37 @@ def accuracy(kernels: dict[str, Kernel], data: list[tuple[np.ndarray, np.ndarray
     return {k: (diffs[k], float(np.concatenate(c).min()), float(np.concatenate(c).mean())) for k, c in cosines.items()}
 
 
+def served(texts: list[str], reps: int = 3) -> dict[str, dict]:
+    """Each kernel as the Encoder deployment runs it (one window per call, 1 thread), against torch
+    float32 on the same texts: ms per text, the summary sentences picked (identical share) and the
+    sentiment labels (same share)."""
+    from nlpserve.encoder import Encoder
+    from nlpserve.sentiment import SentimentModel
+    from nlpserve.summarize import ExtractiveSummarizer
+
+    batch = Tokenizer()(texts)
+    rows = list(range(len(texts)))
+    sentiment, summary = SentimentModel(), ExtractiveSummarizer()
+    out: dict[str, dict] = {}
+    for name in KERNELS:
+        encoder = Encoder(kernel=name)
+        times = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            (encoded,) = encoder.encode([(batch, rows)])
+            times.append((time.perf_counter() - start) * 1000 / len(texts))
+        vectors = [encoded.row(i) for i in rows]
+        out[name] = {
+            "ms_per_text": statistics.median(times),
+            "picks": [s["sentences"] for s in summary(batch, rows, vectors)],
+            "labels": [s["label"] for s in sentiment(batch, rows, vectors)],
+        }
+    for r in out.values():
+        r["same_summary"] = float(np.mean([a == b for a, b in zip(r["picks"], out["torch"]["picks"])]))
+        r["same_label"] = float(np.mean([a == b for a, b in zip(r["labels"], out["torch"]["labels"])]))
+    return {k: {m: v for m, v in r.items() if m not in ("picks", "labels")} for k, r in out.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1)
@@ -111,6 +142,11 @@ def main() -> None:
             f"| {diff:.2g} | {cmin:.5f} | {cmean:.5f} |"
         )
     print(f"\nAccuracy vs torch float32 over {len(texts)} texts (batches of 16, padded).")
+    print("\nAs served (the Encoder's one window per call, 1 thread), against torch float32:\n")
+    print("| kernel | ms/text | same summary sentences | same sentiment label |")
+    print("|---|---|---|---|")
+    for name, r in served(texts).items():
+        print(f"| {name} | {r['ms_per_text']:.1f} | {r['same_summary']:.1%} | {r['same_label']:.1%} |")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""The 'separate services' baseline: one HTTP service per task, each tokenizing for itself,
-and a thin gateway that calls the three in parallel. No Ray.
+"""The 'separate services' baseline: one HTTP service per task, each tokenizing (and, for
+sentiment and summary, encoding) for itself with the same kernels as the graph, and a thin
+gateway that calls the three in parallel. No Ray.
 
     python -m bench.services ner --port 8101         # or sentiment, summary
     python -m bench.services gateway --port 8100 --ner http://127.0.0.1:8101 ...
@@ -20,11 +21,13 @@ from nlpserve.tokens import Tokenizer
 
 
 def task_app(task: str) -> FastAPI:
+    from nlpserve.encoder import Encoder
     from nlpserve.ner import SpacyNER
     from nlpserve.sentiment import SentimentModel
     from nlpserve.summarize import ExtractiveSummarizer
 
     model = {"ner": SpacyNER, "sentiment": SentimentModel, "summary": ExtractiveSummarizer}[task]()
+    encoder = Encoder() if model.encoder else None  # a service of its own encodes for itself
     tokenizer = Tokenizer()
     app = FastAPI()
 
@@ -35,7 +38,11 @@ def task_app(task: str) -> FastAPI:
     @app.post("/run")
     def run(body: dict) -> list:
         batch = tokenizer(body["texts"])
-        return model(batch, list(range(len(batch))))
+        rows = list(range(len(batch)))
+        if encoder is None:
+            return model(batch, rows)
+        (encoded,) = encoder.encode([(batch, rows)])
+        return model(batch, rows, [encoded.row(i) for i in rows])
 
     return app
 

@@ -34,5 +34,6 @@ def test_config_is_a_valid_serve_config_for_every_deployment(config):
     assert total_cpus <= 2.0  # fits the 2-core machine it is sized for
     ingress = deployments["Ingress"]
     assert ingress.max_queued_requests > 0 and ingress.backpressure_config.retry_after_s  # overload: fast 503s
-    backends = {d.user_config.get("backend", "default") for name, d in deployments.items() if name not in ("Ingress", "Encoder")}
+    tasks = [d for name, d in deployments.items() if name not in ("Ingress", "Encoder")]
+    backends = {d.user_config.get("backend", "default") for d in tasks}
     assert backends == ({"transformers"} if config == "hub.yaml" else {"default"})

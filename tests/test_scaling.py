@@ -8,6 +8,7 @@ import pytest
 from ray import serve
 from samples import NEWS, post
 
+from deployments.encoder import Encoder
 from deployments.ingress import Ingress
 from deployments.ner import NER
 from deployments.sentiment import Sentiment
@@ -30,7 +31,8 @@ SMALL = {"ray_actor_options": {"num_cpus": 0.05}}
 
 def _replicas() -> dict[str, int]:
     deployments = serve.status().applications["auto"].deployments
-    return {name: deployments[name].replica_states.get("RUNNING", 0) for name in ("NER", "Sentiment", "Summarize")}
+    names = ("NER", "Sentiment", "Summarize", "Encoder")
+    return {name: deployments[name].replica_states.get("RUNNING", 0) for name in names}
 
 
 def _wait(condition, seconds: float, history: list) -> bool:
@@ -43,10 +45,15 @@ def _wait(condition, seconds: float, history: list) -> bool:
     return False
 
 
-def test_sentiment_only_load_scales_sentiment_alone_and_back_down(url):
+def test_sentiment_only_load_scales_what_carries_it_and_leaves_ner_and_summary_alone(url):
+    """Sentiment is a small head over the shared encoder: under sentiment-only load the Encoder does
+    the work and scales up; NER and Summarize, with no load, stay at one replica; all come back down."""
     options = {"autoscaling_config": FAST, **SMALL}
     app = Ingress.options(name="AutoIngress", user_config={"result_cache_size": 0}, **SMALL).bind(
-        NER.options(**options).bind(), Sentiment.options(**options).bind(), Summarize.options(**options).bind()
+        NER.options(**options).bind(),
+        Sentiment.options(**options).bind(),
+        Summarize.options(**options).bind(),
+        Encoder.options(**options).bind(),  # sentiment's encoder: it carries the load with the head
     )
     serve.run(app, name="auto", route_prefix="/auto")
     stop, history, answers = threading.Event(), [], []
@@ -63,7 +70,7 @@ def test_sentiment_only_load_scales_sentiment_alone_and_back_down(url):
     try:
         for t in threads:
             t.start()
-        scaled = _wait(lambda r: r["Sentiment"] > r["NER"], 120, history)
+        scaled = _wait(lambda r: r["Encoder"] > r["NER"], 120, history)
     finally:
         stop.set()
         for t in threads:
@@ -73,7 +80,7 @@ def test_sentiment_only_load_scales_sentiment_alone_and_back_down(url):
         assert all(r["NER"] == 1 and r["Summarize"] == 1 for r in history)  # their load stayed zero
         bad = [a for a in answers if not (isinstance(a, dict) and "label" in a)]
         assert not bad, bad[:3]  # real sentiment answers, not task errors or HTTP errors
-        assert _wait(lambda r: r["Sentiment"] == 1, 120, history), history[-5:]
-        print(f"\nreplicas (NER, Sentiment, Summarize) every second: {[tuple(r.values()) for r in history]}")
+        assert _wait(lambda r: r["Encoder"] == r["Sentiment"] == 1, 120, history), history[-5:]
+        print(f"\nreplicas (NER, Sentiment, Summarize, Encoder) every second: {[tuple(r.values()) for r in history]}")
     finally:
         serve.delete("auto")

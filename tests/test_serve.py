@@ -71,7 +71,7 @@ def _stats():
     ingress = serve.get_deployment_handle("Ingress", app_name="nlp").stats.remote().result()
     tasks = {
         name: serve.get_deployment_handle(name, app_name="nlp").stats.remote().result()
-        for name in ("NER", "Sentiment", "Summarize")
+        for name in ("NER", "Sentiment", "Summarize", "Encoder")
     }
     return ingress, tasks
 
@@ -107,6 +107,37 @@ def test_one_tokenization_and_one_put_per_batch_and_tasks_get_object_refs(url):
     assert d["items"] == 16
     assert d["tokenizations"] == d["puts"] == d["batches"] <= 16
     assert d["calls.ner"] == d["calls.sentiment"] == d["calls.summary"] == d["batches"]
+
+
+def test_each_text_is_encoded_once_for_both_heads_with_the_same_answers(url, tokenizer):
+    from nlpserve.encoder import Encoder
+    from nlpserve.sentiment import SentimentModel
+    from nlpserve.summarize import ExtractiveSummarizer
+
+    before, tasks_before = _stats()
+    fresh = uuid.uuid4().hex
+    texts = [f"{NEWS} Reference {fresh} {i}." for i in range(12)]
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda t: post(url, "/analyze", {"text": t}).json(), texts))
+    after, tasks_after = _stats()
+    encoder = _delta(tasks_after["Encoder"], tasks_before["Encoder"])
+    assert encoder["texts"] == len(texts)  # one encoder pass per text, for sentiment and summary together
+    assert _delta(after, before)["encodes.encoder"] == _delta(after, before)["batches"]
+    for name in ("Sentiment", "Summarize"):
+        assert _delta(tasks_after[name], tasks_before[name])["rows"] == len(texts)
+
+    # The heads answer as the same classes do in one process on the same encoder output.
+    batch = tokenizer(texts)
+    rows = list(range(len(texts)))
+    (encoded,) = Encoder().encode([(batch, rows)])
+    vectors = [encoded.row(i) for i in rows]
+    sentiments = SentimentModel()(batch, rows, vectors)
+    summaries = ExtractiveSummarizer()(batch, rows, vectors)
+    for answer, sentiment, summary in zip(answers, sentiments, summaries):
+        assert answer["sentiment"]["label"] == sentiment["label"]
+        assert abs(answer["sentiment"]["score"] - sentiment["score"]) < 1e-4
+        assert answer["summary"] == summary
+        assert answer["timings"]["tasks"]["sentiment"]["encode_ms"] > 0
 
 
 def test_repeated_text_is_answered_from_the_result_cache_per_task_and_model(url):
