@@ -2,6 +2,7 @@
 
 import asyncio
 import time
+from dataclasses import replace
 from importlib import metadata
 
 import ray
@@ -134,6 +135,8 @@ class Ingress:
         self.pipeline.timeout_s = s.task_timeout_s
         self.pipeline.timeouts_s = s.task_timeouts_s
         self.pipeline.max_in_flight = s.max_calls_in_flight
+        self.pipeline.max_text_tokens = s.max_text_tokens
+        self.pipeline.max_request_tokens = s.max_request_tokens
         api.state.max_body_bytes = s.max_body_bytes
         self.pipeline.set_cache(
             lambda: TTLCache(s.token_cache_size, s.token_cache_ttl_s) if s.token_cache_size else None
@@ -141,14 +144,21 @@ class Ingress:
         self.results = ResultCache(s.result_cache_size, s.result_cache_ttl_s) if s.result_cache_size else None
 
     # Starting a batch only tokenizes, stores and queues its task calls, so one at a time is enough.
+    # A batch is made of requests (each one or more texts), so a request's token limit is checked
+    # before any of its texts reaches a task.
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002, max_concurrent_batches=1)
-    async def analyze_items(self, items: list[Item]) -> list[Pending]:
+    async def analyze_items(self, requests: list[list[Item]]) -> list[list[Pending]]:
+        items = [replace(it, request=k) for k, request in enumerate(requests) for it in request]
         pending = await self.pipeline.start(items)
         t = pending[0].result["timings"]
         self.metrics.batch(
             t["batch_size"], t["tokenized_texts"], len({it.text for it in items}), self.settings.token_cache_size > 0
         )
-        return pending
+        out, k = [], 0
+        for request in requests:
+            out.append(pending[k : k + len(request)])
+            k += len(request)
+        return out
 
     async def _ask(self, method: str, handles: dict[str, DeploymentHandle]) -> dict:
         """{name: what a replica's ``method`` returns, or the exception that stopped it}."""
@@ -171,32 +181,47 @@ class Ingress:
         if len(text) > limit:
             raise HTTPException(413, f"{where} is {len(text)} characters; the limit is {limit}")
 
-    async def _analyze(self, text: str, tasks: tuple[str, ...], deadline_ms: int | None) -> dict:
+    async def _analyze(
+        self, texts: list[str], labels: list[str], tasks: tuple[str, ...], deadline_ms: int | None
+    ) -> list[dict]:
+        """One answer per text: the tasks the result cache has, the others from one batched request."""
         received = time.perf_counter()
         deadline = None if deadline_ms is None else received + deadline_ms / 1000
-        cached = self.results.lookup(text, tasks) if self.results else {}
+        cached = [self.results.lookup(text, tasks) if self.results else {} for text in texts]
         if self.results:
-            self.metrics.result_cache(hits=len(cached), misses=len(tasks) - len(cached))
-        missing = tuple(t for t in tasks if t not in cached)
-        if missing:
-            pending = await self.analyze_items(Item(text, missing, received, deadline))
-            result = await self.pipeline.finish(pending)
-            if self.results:
-                self.results.store(text, result)
-        else:
-            timings = {"batch_size": 0, "queue_ms": 0.0, "tokenize_ms": 0.0, "put_ms": 0.0, "tasks": {}}
-            result = {"models": {}, "timings": timings}
-        for task, (answer, model) in cached.items():
-            result[task] = answer
-            result["models"][task] = model
-        result["timings"]["cached"] = sorted(cached)
-        result["timings"]["ingress_ms"] = round((time.perf_counter() - received) * 1000, 3)
-        return result
+            hits = sum(map(len, cached))
+            self.metrics.result_cache(hits=hits, misses=len(tasks) * len(texts) - hits)
+        items = {
+            i: Item(text, missing, received, deadline, label=label)
+            for i, (text, label, found) in enumerate(zip(texts, labels, cached))
+            if (missing := tuple(t for t in tasks if t not in found))
+        }
+        pending = dict(zip(items, await self.analyze_items(list(items.values())))) if items else {}
+        rejected = next((p.rejected for p in pending.values() if p.rejected), None)
+        if rejected:
+            raise HTTPException(413, rejected)
+        done = dict(zip(pending, await asyncio.gather(*(self.pipeline.finish(p) for p in pending.values()))))
+        results = []
+        for i, (text, found) in enumerate(zip(texts, cached)):
+            if i in done:
+                result = done[i]
+                if self.results:
+                    self.results.store(text, result)
+            else:
+                timings = {"batch_size": 0, "queue_ms": 0.0, "tokenize_ms": 0.0, "put_ms": 0.0, "tasks": {}}
+                result = {"models": {}, "timings": timings}
+            for task, (answer, model) in found.items():
+                result[task] = answer
+                result["models"][task] = model
+            result["timings"]["cached"] = sorted(found)
+            result["timings"]["ingress_ms"] = round((time.perf_counter() - received) * 1000, 3)
+            results.append(result)
+        return results
 
     @api.post("/analyze", response_model=AnalyzeResponse, response_model_exclude_none=True, responses=ERRORS)
     async def analyze(self, request: AnalyzeRequest) -> dict:
         self._check_length(request.text, "text")
-        return await self._analyze(request.text, tuple(request.tasks), request.deadline_ms)
+        return (await self._analyze([request.text], ["text"], tuple(request.tasks), request.deadline_ms))[0]
 
     @api.post("/analyze/batch", response_model=BatchResponse, response_model_exclude_none=True, responses=ERRORS)
     async def analyze_batch(self, request: BatchRequest) -> dict:
@@ -205,9 +230,8 @@ class Ingress:
             raise HTTPException(413, f"batch has {len(request.texts)} texts; the limit is {limit}")
         for i, text in enumerate(request.texts):
             self._check_length(text, f"texts[{i}]")
-        tasks = tuple(request.tasks)
-        results = await asyncio.gather(*(self._analyze(t, tasks, request.deadline_ms) for t in request.texts))
-        return {"results": results}
+        labels = [f"texts[{i}]" for i in range(len(request.texts))]
+        return {"results": await self._analyze(request.texts, labels, tuple(request.tasks), request.deadline_ms)}
 
     @api.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def page(self) -> str:

@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from nlpserve.errors import EncoderMismatch, TokenizerMismatch
 from nlpserve.tokens import Tokenizer, TokenizerSpec
 
@@ -40,6 +42,8 @@ class Item:
     tasks: tuple[str, ...]
     received: float = field(default_factory=time.perf_counter)
     deadline: float | None = None  # time.perf_counter() after which unfinished tasks are given up
+    request: int = 0  # items of one request share it: their tokens count against one request limit
+    label: str = "text"  # how an error names the item: "text" or "texts[i]"
 
 
 @dataclass
@@ -50,6 +54,7 @@ class Pending:
     result: dict
     calls: dict[str, tuple[asyncio.Future, int]]
     deadline: float | None
+    rejected: str | None = None  # why the item's request was refused (over a token limit): no task ran
 
 
 @dataclass
@@ -112,6 +117,8 @@ class Pipeline:
         cache: Callable[[], MutableMapping | None] = lambda: None,
         on_call: Callable[[str, dict, str | None], None] = lambda task, timing, code: None,
         max_in_flight: int = 4,
+        max_text_tokens: int | None = None,
+        max_request_tokens: int | None = None,
     ) -> None:
         self.inputs = inputs
         self.tasks = tasks
@@ -122,6 +129,8 @@ class Pipeline:
         self.cache = cache
         self.on_call = on_call
         self.max_in_flight = max_in_flight
+        self.max_text_tokens = max_text_tokens
+        self.max_request_tokens = max_request_tokens
         self.waiting: defaultdict[str, list[Waiting]] = defaultdict(list)
         self.in_flight: Counter[str] = Counter()
         self.groups: dict[str, Group] = {}
@@ -203,6 +212,7 @@ class Pipeline:
         texts = [it.text for it in items]
         wanted = {t for it in items for t in it.tasks}
         refs, tokenize_s, put_s, encoded = {}, 0.0, 0.0, 0
+        tokens = np.zeros(len(items), dtype=np.int64)  # per item, the most any of its groups made
         for group in self.groups.values():
             if wanted.isdisjoint(group.tasks):
                 continue
@@ -212,8 +222,10 @@ class Pipeline:
             ref = self.put(batch)
             tokenize_s, put_s, encoded = tokenize_s + t1 - t0, put_s + time.perf_counter() - t1, encoded + batch.encoded
             refs.update(dict.fromkeys(group.tasks, ref))
+            tokens = np.maximum(tokens, np.diff(batch.splits))
         self.stats.update(batches=1, items=len(items), puts=len({id(r) for r in refs.values()}))
-        rows = {t: [i for i, it in enumerate(items) if t in it.tasks] for t in self.tasks}
+        rejected = self._over_limits(items, tokens.tolist())
+        rows = {t: [i for i, it in enumerate(items) if t in it.tasks and i not in rejected] for t in self.tasks}
         encodes = self._encode(refs, rows)
         calls = {
             t: asyncio.ensure_future(self._call(t, refs.get(t), r, encodes.get(self.encoder_of.get(t))))
@@ -234,11 +246,29 @@ class Pipeline:
                         "tasks": {},
                     },
                 },
-                calls={t: (calls[t], rows[t].index(i)) for t in it.tasks if t in calls},
+                calls={t: (calls[t], rows[t].index(i)) for t in it.tasks if t in calls and i not in rejected},
                 deadline=it.deadline,
+                rejected=rejected.get(i),
             )
             for i, it in enumerate(items)
         ]
+
+    def _over_limits(self, items: Sequence[Item], tokens: list[int]) -> dict[int, str]:
+        """{item index: why} for the items of every request over a token limit; none of them is run."""
+        why: dict[int, str] = {}
+        totals: Counter[int] = Counter()
+        for it, n in zip(items, tokens):
+            totals[it.request] += n
+            if self.max_text_tokens is not None and n > self.max_text_tokens:
+                limit = self.max_text_tokens
+                why.setdefault(it.request, f"{it.label} is {n} tokens; the limit is {limit} (max_text_tokens)")
+        for request, n in totals.items():
+            if self.max_request_tokens is not None and n > self.max_request_tokens:
+                why.setdefault(
+                    request, f"the request is {n} tokens; the limit is {self.max_request_tokens} (max_request_tokens)"
+                )
+        self.stats["rejected"] += sum(it.request in why for it in items)
+        return {i: why[it.request] for i, it in enumerate(items) if it.request in why}
 
     async def finish(self, pending: Pending) -> dict:
         """The item's result when all its tasks are done, or at its deadline: then the tasks still

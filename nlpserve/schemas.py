@@ -173,6 +173,10 @@ class IngressSettings(_Settings):
         4, ge=1, description="Calls per task in flight; raise it to at least max_replicas x target_ongoing_requests."
     )
     max_text_chars: int = Field(100_000, ge=1)
+    max_text_tokens: int = Field(
+        16_384, ge=1, description="Longer texts (tokens of their tokenizer group) get 413; bounds their sentences too."
+    )
+    max_request_tokens: int = Field(16_384, ge=1, description="Requests whose texts add up to more tokens get 413.")
     max_batch_items: int = Field(64, ge=1)
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1)
     token_cache_size: int = Field(1000, ge=0, description="Tokenized texts kept; 0 turns the cache off.")

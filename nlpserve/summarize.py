@@ -116,14 +116,14 @@ class ExtractiveSummarizer:
         if n == 0:
             return []
         k = min(self.max_sentences, max(1, math.ceil(n * self.ratio)))
-        sim = vecs @ vecs.T
         weights = np.array([x.last - x.first for x in sentences], dtype=np.float32)
         centroid = weights @ vecs
         centrality = vecs @ (centroid / max(float(np.linalg.norm(centroid)), 1e-9))
         picked: list[int] = []
         budget = self.max_chars
         while len(picked) < k:
-            penalty = sim[:, picked].max(1) if picked else np.zeros(n)
+            # Similarity to the picked ones only: n x k, never the n x n matrix of a text of many sentences.
+            penalty = (vecs @ vecs[picked].T).max(1) if picked else np.zeros(n)
             score = centrality - self.redundancy * penalty
             fits = [
                 i for i in range(n)

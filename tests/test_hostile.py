@@ -1,6 +1,9 @@
 """Hostile input: generated from the OpenAPI spec by schemathesis, and explicit nasty cases."""
 
 import json
+import threading
+import time
+import uuid
 
 import pytest
 import schemathesis
@@ -80,3 +83,51 @@ def test_hostile_bodies_get_a_clear_answer(url, case, body, status, message):
     assert r.status_code == status, r.text
     if message:
         assert message in json.dumps(r.json()["detail"])
+
+
+HEAVY_REFUSED = [
+    ("99k commas", "/analyze", {"text": "," * 99_000}, "text is 99000 tokens; the limit is 16384 (max_text_tokens)"),
+    ("33k one-word sentences", "/analyze", {"text": "A! " * 33_000}, "(max_text_tokens)"),
+    ("64 long comma texts", "/analyze/batch", {"texts": ["a, " * 500] * 64}, "(max_request_tokens)"),
+]
+
+
+@pytest.mark.parametrize("case,path,body,message", HEAVY_REFUSED, ids=[c[0] for c in HEAVY_REFUSED])
+def test_work_over_the_token_limits_is_refused_at_once(url, case, path, body, message):
+    start = time.monotonic()
+    r = post(url, path, body)
+    assert r.status_code == 413, r.text[:300]
+    assert message in r.json()["detail"]
+    assert time.monotonic() - start < 10  # tokenized and refused: no task ran
+
+
+HEAVY_ANSWERED = {"16k tokens of commas": "a, " * 8_000, "8k one-word sentences": "A! " * 8_000}
+
+
+@pytest.mark.parametrize("text", HEAVY_ANSWERED.values(), ids=HEAVY_ANSWERED.keys())
+def test_the_heaviest_admitted_text_is_answered_while_small_requests_go_on(url, text):
+    small: list[tuple[float, dict]] = []
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            start = time.monotonic()
+            r = post(url, "/analyze", {"text": f"Tim Cook visited Paris on {uuid.uuid4().hex}. It rained."})
+            small.append((time.monotonic() - start, r.json() if r.status_code == 200 else {"status": r.status_code}))
+
+    thread = threading.Thread(target=client)
+    thread.start()
+    try:
+        start = time.monotonic()
+        r = post(url, "/analyze", {"text": text})
+        heavy_s = time.monotonic() - start
+    finally:
+        stop.set()
+        thread.join(60)
+    assert r.status_code == 200, r.text[:300]
+    assert not [t for t in ("ner", "sentiment", "summary") if "error" in r.json()[t]]
+    assert heavy_s < 60
+    assert small and all("error" not in out.get(t, {"error": 1}) for _, out in small for t in ("ner", "sentiment"))
+    slowest = max(s for s, _ in small)
+    print(f"\nheavy {heavy_s:.1f} s; {len(small)} small requests meanwhile, slowest {slowest:.1f} s")
+    assert slowest < 5

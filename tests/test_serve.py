@@ -189,7 +189,8 @@ def test_failed_and_stuck_tasks_degrade_only_themselves(url):
 def test_deadline_returns_finished_tasks_without_waiting_for_a_stuck_one(url):
     post(url, "/faulty/analyze", {"text": "warm up", "tasks": ["sentiment"]})
     start = time.monotonic()
-    body = {"text": f"What a lovely day ({uuid.uuid4().hex}).", "tasks": ["sentiment", "summary"], "deadline_ms": 1500}
+    text = f"What a lovely day, I love it! ({uuid.uuid4().hex})"  # clear enough that the hex cannot sway it
+    body = {"text": text, "tasks": ["sentiment", "summary"], "deadline_ms": 1500}
     r = post(url, "/faulty/analyze", body)
     elapsed = time.monotonic() - start
     assert r.status_code == 200, r.text
