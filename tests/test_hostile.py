@@ -4,8 +4,10 @@ import json
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import requests
 import schemathesis
 from hypothesis import HealthCheck, settings
 from samples import post
@@ -131,3 +133,19 @@ def test_the_heaviest_admitted_text_is_answered_while_small_requests_go_on(url, 
     slowest = max(s for s, _ in small)
     print(f"\nheavy {heavy_s:.1f} s; {len(small)} small requests meanwhile, slowest {slowest:.1f} s")
     assert slowest < 5
+
+
+def test_healthz_answers_while_the_largest_texts_tokenize(url):
+    # Four 100k-character texts at once: ~270k tokens to tokenize (then refused), off the ingress's loop.
+    body = {"text": "a, " * 33_333}
+    with ThreadPoolExecutor(5) as pool:
+        heavy = [pool.submit(post, url, "/analyze", body) for _ in range(4)]
+        waits = []
+        while not all(f.done() for f in heavy):
+            start = time.monotonic()
+            assert requests.get(url + "/healthz", timeout=10).status_code == 200
+            waits.append(time.monotonic() - start)
+        codes = [f.result().status_code for f in heavy]
+    assert codes == [413] * 4
+    print(f"\n/healthz answered {len(waits)} times meanwhile, slowest {max(waits) * 1000:.0f} ms")
+    assert waits and max(waits) < 1
