@@ -31,6 +31,7 @@ class TaskReplica:
         self.model = None
         self.loaded: tuple | None = None
         self.device = torch.device("cpu")
+        self.lock = asyncio.Lock()  # one model call at a time: spaCy and torch modules are not made for threads
 
     def load(self, settings: TaskSettings):  # pragma: no cover - abstract
         """The model object: ``__call__(batch, rows)`` (``__call__(batch, rows, vectors)`` when its
@@ -83,7 +84,8 @@ class TaskReplica:
                 raise EncoderMismatch(f"{self.model_info['name']} reads encoder {self.model.encoder}, got {have}")
             args += ([e.row(r) for e, rs in zip(encoded, rows) for r in rs],)
         self.counts.update(calls=1, object_refs=len(refs), rows=len(flat))
-        results = await asyncio.to_thread(self.model, *args)  # off the loop: health checks answer meanwhile
+        async with self.lock:
+            results = await asyncio.to_thread(self.model, *args)  # off the loop: health checks answer meanwhile
         done = time.perf_counter()
         return {
             "results": results,

@@ -40,7 +40,7 @@ class Encoder:
             self.reconfigure({})
 
     # No wait: a lone call runs at once, and calls that arrive during a pass form the next one.
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0)
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
     async def run(self, calls: list[tuple[TokenBatch, list[int]]]) -> list[EncodedBatch]:
         out = await asyncio.to_thread(self.model.encode, calls)  # off the loop: health checks answer meanwhile
         texts = sum(len(rows) for _, rows in calls)

@@ -26,6 +26,12 @@ def _dedupe(tasks: list[Task]) -> list[Task]:
     return list(dict.fromkeys(tasks))
 
 
+def _not_bool(value: object) -> object:
+    if isinstance(value, bool):  # JSON true is not 1 ms; 1500.0 still is 1500
+        raise ValueError("deadline_ms must be an integer, not a boolean")
+    return value
+
+
 def _not_blank(text: str) -> str:
     if not text.strip():
         raise ValueError("text must contain something other than white space")
@@ -39,6 +45,7 @@ class AnalyzeRequest(BaseModel):
 
     deadline_ms: int | None = DEADLINE
 
+    _deadline = field_validator("deadline_ms", mode="before")(_not_bool)
     _text = field_validator("text")(_not_blank)
     _tasks = field_validator("tasks")(_dedupe)
 
@@ -50,6 +57,8 @@ class BatchRequest(BaseModel):
     )
     tasks: list[Task] = Field(default=list(TASKS), min_length=1)
     deadline_ms: int | None = DEADLINE
+
+    _deadline = field_validator("deadline_ms", mode="before")(_not_bool)
 
     @field_validator("texts")
     @classmethod
@@ -234,7 +243,9 @@ class EncoderSettings(_Settings):
     kernel: Literal["torch", "torch-int8", "onnx", "onnx-int8"] = Field(
         "onnx-int8", description="The forward pass: eager torch or ONNX Runtime, float32 or dynamic int8."
     )
-    max_batch_size: int = Field(64, ge=1, description="Calls joined into one encoder pass (Serve batching).")
+    max_batch_size: int = Field(
+        16, ge=1, description="Calls joined into one encoder pass (Serve batching); at most max_ongoing_requests."
+    )
 
 
 class SentimentSettings(TaskSettings):

@@ -212,6 +212,7 @@ BAD_INPUT = [
     ("tasks not a list", "/analyze", {"text": "hi", "tasks": "ner"}, 422, "valid list"),
     ("no tasks", "/analyze", {"text": "hi", "tasks": []}, 422, "at least 1 item"),
     ("unknown field", "/analyze", {"text": "hi", "lang": "en"}, 422, "Extra inputs"),
+    ("deadline a boolean", "/analyze", {"text": "hi", "deadline_ms": True}, 422, "not a boolean"),
     ("body not an object", "/analyze", [1, 2], 422, "valid dictionary"),
     ("empty body", "/analyze", b"", 422, "Field required"),
     ("text too long", "/analyze", {"text": LIMIT_TEXT}, 413, "the limit is 100000"),
