@@ -1,6 +1,6 @@
-"""Independent scaling, shown: most traffic asks for sentiment only, so the Sentiment deployment
-scales up while NER stays at its minimum; then summaries are saturated too; then load stops and
-everything scales back down. Replica counts come from Serve's status API.
+"""Independent scaling, shown: most traffic asks for sentiment only, so what carries it (the shared
+Encoder and the Sentiment head) scales up while NER stays at its minimum; then summaries are
+saturated too; then load stops and everything scales back down. Replica counts come from Serve's status API.
 
     python -m bench.autoscale            # -> docs/autoscale/{report.md, results.json, autoscale.png}
 """
@@ -23,7 +23,7 @@ from bench.texts import PARAGRAPHS, make_texts
 from nlpserve import local
 
 OUT = local.ROOT / "docs" / "autoscale"
-DEPLOYMENTS = ("Ingress", "NER", "Sentiment", "Summarize")
+DEPLOYMENTS = ("Ingress", "Encoder", "NER", "Sentiment", "Summarize")
 errors: Counter[str] = Counter()  # answers that were not a full success, by body
 WINDOW_S = 5.0
 
@@ -140,8 +140,9 @@ def report(log: list, samples: list, rows: list, phases: list) -> str:
         "Replicas per deployment (Serve status, RUNNING), sampled every second; latencies of requests that",
         "finished in each phase. Load generator on the same machine.",
         "",
-        "| phase | seconds | clients (sentiment / summary) | max replicas Ingress / NER / Sentiment / Summarize "
-        "| replicas at the end | sentiment-only p50 / p95 ms | summary-only p95 ms | sentiment req/s |",
+        "| phase | seconds | clients (sentiment / summary) "
+        "| max replicas Ingress / Encoder / NER / Sentiment / Summarize | replicas at the end "
+        "| sentiment-only p50 / p95 ms | summary-only p95 ms | sentiment req/s |",
         "|---|---|---|---|---|---|---|---|",
     ]
     starts = [s["t"] for s in samples if s.get("start")] + [samples[-1]["t"]]
