@@ -15,7 +15,8 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.metrics import IngressMetrics
 from nlpserve.cache import ResultCache
-from nlpserve.pipeline import Item, Pending, Pipeline, describe
+from nlpserve.errors import describe
+from nlpserve.pipeline import Item, Pending, Pipeline
 from nlpserve.resources import PAGE
 from nlpserve.schemas import (
     ERRORS,

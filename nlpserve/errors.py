@@ -7,3 +7,11 @@ class TokenizerMismatch(RuntimeError):
 
 class EncoderMismatch(RuntimeError):
     """A head got vectors from an encoder other than the one it reads (a model was swapped)."""
+
+
+def describe(error: BaseException) -> str:
+    """One line for an error: its type and the first line of its message (of its cause, for Ray's
+    wrapped task errors), at most 300 characters."""
+    cause = getattr(error, "cause", None) or error
+    message = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {message[0][:300]}" if message else type(cause).__name__

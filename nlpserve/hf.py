@@ -17,6 +17,7 @@ from transformers import (
 from transformers.utils import cached_file
 from transformers.utils import logging as hf_logging
 
+from nlpserve.errors import describe
 from nlpserve.resources import checksum
 from nlpserve.tokens import TokenBatch, TokenizerSpec, special_tokens
 from nlpserve.windows import check_stride, padded_batches, window_pieces
@@ -33,11 +34,6 @@ class ModelLoadError(RuntimeError):
     """A configured model cannot be served; the message names the task and the model."""
 
 
-def _reason(e: Exception) -> str:
-    lines = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {lines[0][:300]}" if lines else type(e).__name__
-
-
 def load(task: str, kind: str, ref: str):
     """(model, tokenizer) for ``ref``, a hub id or a local directory.
 
@@ -52,7 +48,7 @@ def load(task: str, kind: str, ref: str):
     try:
         config = AutoConfig.from_pretrained(ref, trust_remote_code=False)
     except Exception as e:
-        raise ModelLoadError(f"{where}: no readable config.json ({_reason(e)})") from e
+        raise ModelLoadError(f"{where}: no readable config.json ({describe(e)})") from e
     architectures = config.architectures or []
     if not any(a.endswith(suffix) for a in architectures):
         raise ModelLoadError(f"{where}: its config names {architectures or 'no architecture'}, not a *{suffix}")
@@ -61,13 +57,13 @@ def load(task: str, kind: str, ref: str):
             ref, use_safetensors=True, trust_remote_code=False, output_loading_info=True
         )
     except Exception as e:
-        raise ModelLoadError(f"{where}: no loadable safetensors weights ({_reason(e)})") from e
+        raise ModelLoadError(f"{where}: no loadable safetensors weights ({describe(e)})") from e
     if missing["missing_keys"]:
         raise ModelLoadError(f"{where}: weights missing for {sorted(missing['missing_keys'])[:5]}")
     try:
         tokenizer = AutoTokenizer.from_pretrained(ref, trust_remote_code=False)
     except Exception as e:
-        raise ModelLoadError(f"{where}: no loadable tokenizer ({_reason(e)})") from e
+        raise ModelLoadError(f"{where}: no loadable tokenizer ({describe(e)})") from e
     if not hasattr(tokenizer, "backend_tokenizer"):
         raise ModelLoadError(f"{where}: it has no fast tokenizer (tokenizer.json)")
     return model.eval(), tokenizer

@@ -10,7 +10,7 @@ from typing import Literal
 
 import numpy as np
 import spacy
-from spacy.attrs import ENT_IOB, ENT_TYPE, IS_SPACE, SENT_START
+from spacy.attrs import ENT_IOB, ENT_TYPE, IS_SPACE, ORTH, SENT_START
 from spacy.ml.parser_model import ParserStepModel
 from spacy.pipeline._parser_internals.stateclass import StateClass
 from spacy.tokens import Doc
@@ -127,7 +127,7 @@ class SpacyNER:
         self.nlp = nlp
         self.ner = nlp.get_pipe("ner")
         self.kernel = kernel
-        self.rules = {k: [piece[65] for piece in v] for k, v in nlp.tokenizer.rules.items()}  # 65 = ORTH
+        self.rules = {k: [piece[ORTH] for piece in v] for k, v in nlp.tokenizer.rules.items()}
         self.move_names = [self.ner.moves.get_class_name(i) for i in range(self.ner.moves.n_moves)]
         self.move_ids = {name: i for i, name in enumerate(self.move_names)}
         # The label of the entity left open by each move ("" when none is: L, U, O).

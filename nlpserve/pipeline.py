@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from nlpserve.errors import EncoderMismatch, TokenizerMismatch
+from nlpserve.errors import EncoderMismatch, TokenizerMismatch, describe
 from nlpserve.tokens import Tokenizer, TokenizerSpec
 
 # A task call takes refs (stored TokenBatches, nested so the callee resolves them), per ref the
@@ -81,12 +81,6 @@ MISMATCHES = (TokenizerMismatch, EncoderMismatch)
 
 def _ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
-
-
-def describe(error: BaseException) -> str:
-    cause = getattr(error, "cause", None) or error
-    message = str(cause).strip().splitlines()
-    return f"{type(cause).__name__}: {message[0][:300]}" if message else type(cause).__name__
 
 
 class Pipeline:
