@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 
-import torch
 from ray import serve
 from ray.serve import metrics
 
@@ -28,7 +27,6 @@ class Encoder:
 
     def reconfigure(self, config: dict) -> None:
         settings = EncoderSettings(**config)
-        torch.set_num_threads(settings.torch_threads)
         if (settings.kernel, settings.torch_threads) != self.loaded:
             model = MiniLM(kernel=settings.kernel, threads=settings.torch_threads)
             model.to(choose_device())

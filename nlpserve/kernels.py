@@ -14,7 +14,7 @@ import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, get_args
 
 import numpy as np
 import onnxruntime as ort
@@ -24,9 +24,10 @@ from transformers import AutoModel
 from transformers.utils import logging as hf_logging
 
 from nlpserve.resources import checksum
+from nlpserve.schemas import DEFAULT_ENCODER_KERNEL, EncoderKernel
 
-KERNELS = ("torch", "torch-int8", "onnx", "onnx-int8")
-DEFAULT_KERNEL = "onnx-int8"
+KERNELS = get_args(EncoderKernel)
+DEFAULT_KERNEL = DEFAULT_ENCODER_KERNEL
 OPSET = 17
 # Bump when the export or quantization recipe changes, so stale cached files are not reused.
 RECIPE = "v1"

@@ -6,7 +6,7 @@ import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import get_args
 
 import numpy as np
 import spacy
@@ -17,13 +17,14 @@ from spacy.tokens import Doc
 from thinc.api import Model
 
 from nlpserve.resources import checksum
+from nlpserve.schemas import NERKernel
 from nlpserve.tokens import TokenBatch, TokenizerSpec, default_spec
 
 # Runs of adjacent pieces that spaCy keeps as one token but a BERT pre-tokenizer splits:
 # acronyms (U.S.), numbers (5.3, 1,000, 10:30, 1/2), handles (@name), ellipses, I-880.
 KEEP_TOGETHER = re.compile(r"(?:[A-Za-z]\.){2,}|\d+(?:[.,:/]\d+)+|@\w+|\.{2,}|[A-Za-z]+-\d+")
 MAX_MERGE = 8
-KERNELS = ("native", "stepwise")
+KERNELS = get_args(NERKernel)
 # Token attributes spaCy's NER validity reads that a parse overwrites (IS_SPACE, also read, is lexical).
 PRESET = [ENT_IOB, ENT_TYPE, SENT_START]
 
@@ -110,7 +111,7 @@ class SpacyNER:
 
     encoder: str | None = None  # reads words, not the shared encoder's vectors
 
-    def __init__(self, model: str | None = None, kernel: Literal["native", "stepwise"] = "native") -> None:
+    def __init__(self, model: str | None = None, kernel: NERKernel = "native") -> None:
         """``model``: a spaCy pipeline package name or directory; default: en_core_web_sm.
         ``kernel``: "native" or "stepwise" (see the class docstring)."""
         if kernel not in KERNELS:

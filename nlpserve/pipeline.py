@@ -285,13 +285,12 @@ class Pipeline:
 
     def _encode(self, refs: dict[str, Any], rows: dict[str, list[int]]) -> dict[str, Any]:
         """One call per encoder some requested head reads, over the union of their rows; unawaited."""
-        needed: defaultdict[str, set[int]] = defaultdict(set)
+        needed: dict[str, tuple[Any, set[int]]] = {}  # encoder -> (its heads' stored tokens, rows)
         for task, encoder in self.encoder_of.items():
             if rows.get(task) and task in refs:
-                needed[encoder].update(rows[task])
+                needed.setdefault(encoder, (refs[task], set()))[1].update(rows[task])
         out = {}
-        for encoder, wanted in needed.items():
-            ref = next(refs[t] for t, e in self.encoder_of.items() if e == encoder and t in refs)
+        for encoder, (ref, wanted) in needed.items():
             out[encoder] = self.encoders[encoder]([ref], sorted(wanted))
             self.stats.update({f"encodes.{encoder}": 1, f"encoded_rows.{encoder}": len(wanted)})
         return out

@@ -8,6 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 Task = Literal["ner", "sentiment", "summary"]
 TASKS: tuple[Task, ...] = ("ner", "sentiment", "summary")
+# The forward passes of the shared encoder (nlpserve.kernels) and the NER's parses (nlpserve.ner).
+EncoderKernel = Literal["torch", "torch-int8", "onnx", "onnx-int8"]
+DEFAULT_ENCODER_KERNEL: EncoderKernel = "onnx-int8"  # the fastest here; the sentiment head is trained on it
+NERKernel = Literal["native", "stepwise"]
 
 
 # Documents in the OpenAPI spec what the validators below check (a text must not be blank).
@@ -221,7 +225,7 @@ class NERSettings(TaskSettings):
     backend: Literal["default", "transformers", "spacy"] = Field(
         "default", description="`spacy`: a spaCy pipeline (`model`: package name or directory) on the shared words."
     )
-    kernel: Literal["native", "stepwise"] = Field(
+    kernel: NERKernel = Field(
         "native", description="spaCy's parse: its compiled loop, or step by step in Python (the reference)."
     )
 
@@ -240,8 +244,8 @@ class EncoderSettings(_Settings):
     """`user_config` of the Encoder deployment: the shared MiniLM encoder."""
 
     torch_threads: int = Field(1, ge=1, description="Threads of the forward pass (torch or ONNX Runtime).")
-    kernel: Literal["torch", "torch-int8", "onnx", "onnx-int8"] = Field(
-        "onnx-int8", description="The forward pass: eager torch or ONNX Runtime, float32 or dynamic int8."
+    kernel: EncoderKernel = Field(
+        DEFAULT_ENCODER_KERNEL, description="The forward pass: eager torch or ONNX Runtime, float32 or dynamic int8."
     )
     max_batch_size: int = Field(
         16, ge=1, description="Calls joined into one encoder pass (Serve batching); at most max_ongoing_requests."
