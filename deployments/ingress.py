@@ -6,7 +6,6 @@ from dataclasses import replace
 from importlib import metadata
 
 import ray
-from cachetools import TTLCache
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -27,6 +26,7 @@ from nlpserve.schemas import (
     IngressSettings,
     VersionResponse,
 )
+from nlpserve.tokens import TokenCache
 
 api = FastAPI(
     title="nlpserve",
@@ -140,7 +140,7 @@ class Ingress:
         self.pipeline.max_request_tokens = s.max_request_tokens
         api.state.max_body_bytes = s.max_body_bytes
         self.pipeline.set_cache(
-            lambda: TTLCache(s.token_cache_size, s.token_cache_ttl_s) if s.token_cache_size else None
+            lambda: TokenCache(s.token_cache_bytes, s.token_cache_ttl_s) if s.token_cache_bytes else None
         )
         self.results = ResultCache(s.result_cache_size, s.result_cache_ttl_s) if s.result_cache_size else None
 
@@ -153,7 +153,7 @@ class Ingress:
         pending = await self.pipeline.start(items)
         t = pending[0].result["timings"]
         self.metrics.batch(
-            t["batch_size"], t["tokenized_texts"], len({it.text for it in items}), self.settings.token_cache_size > 0
+            t["batch_size"], t["tokenized_texts"], len({it.text for it in items}), self.settings.token_cache_bytes > 0
         )
         out, k = [], 0
         for request in requests:

@@ -192,7 +192,9 @@ class IngressSettings(_Settings):
     max_request_tokens: int = Field(16_384, ge=1, description="Requests whose texts add up to more tokens get 413.")
     max_batch_items: int = Field(64, ge=1)
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1)
-    token_cache_size: int = Field(1000, ge=0, description="Tokenized texts kept; 0 turns the cache off.")
+    token_cache_bytes: int = Field(
+        64 * 1024 * 1024, ge=0, description="Bytes of tokenized texts kept (text and arrays); 0 turns the cache off."
+    )
     token_cache_ttl_s: float = Field(300.0, gt=0)
     result_cache_size: int = Field(1000, ge=0, description="Per-task results kept; 0 turns the cache off.")
     result_cache_ttl_s: float = Field(300.0, gt=0)

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
+import sys
+import time
 from collections import Counter
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import tokenizers
+from cachetools import TTLCache
 from transformers import AutoTokenizer
 
 from nlpserve.resources import minilm_dir
@@ -141,10 +146,31 @@ def special_tokens(backend: tokenizers.Tokenizer) -> tuple[tuple[int, ...], tupl
     raise ValueError("the tokenizer's post-processor changes the tokens of the text itself")
 
 
+class Row(NamedTuple):
+    """One tokenized text. It holds its text (the cache key's own object, so no copy) to count it."""
+
+    text: str
+    ids: np.ndarray
+    offsets: np.ndarray
+    word_ids: np.ndarray
+
+    @property
+    def nbytes(self) -> int:
+        return sys.getsizeof(self.text) + self.ids.nbytes + self.offsets.nbytes + self.word_ids.nbytes
+
+
+class TokenCache(TTLCache):
+    """Tokenized texts (Rows), least recently used first out, bounded by the bytes of their texts and
+    arrays rather than by a count: one 100k-character text weighs as much as a thousand short ones."""
+
+    def __init__(self, max_bytes: int, ttl_s: float, timer: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(max_bytes, ttl_s, timer, getsizeof=lambda row: row.nbytes)
+
+
 class Tokenizer:
     """A fast tokenizer (from a TokenizerSpec) that turns a list of texts into one TokenBatch.
 
-    With a ``cache`` (any mapping, e.g. a cachetools TTLCache) texts seen before are not
+    With a ``cache`` (a mapping of text to Row, e.g. a TokenCache) texts seen before are not
     tokenized again; the others are tokenized together in one call.
     """
 
@@ -158,13 +184,14 @@ class Tokenizer:
         self.cache = cache
         self.counts: Counter[str] = Counter()
 
-    def _encode(self, texts: list[str]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    def _encode(self, texts: list[str]) -> list[Row]:
         self.counts["calls"] += 1
         out = []
-        for e in self.backend.encode_batch(texts, add_special_tokens=False):
+        for text, e in zip(texts, self.backend.encode_batch(texts, add_special_tokens=False)):
             n = len(e.ids)
             out.append(
-                (
+                Row(
+                    text,
                     np.array(e.ids, dtype=np.int32),
                     np.array(e.offsets, dtype=np.int32).reshape(n, 2),
                     np.array([-1 if w is None else w for w in e.word_ids], dtype=np.int32),
@@ -182,16 +209,18 @@ class Tokenizer:
             self.counts.update(cache_hits=len(found) - len(missing), cache_misses=len(missing))
             if missing:
                 for text, row in zip(missing, self._encode(missing)):
-                    found[text] = self.cache[text] = row
+                    found[text] = row
+                    with contextlib.suppress(ValueError):  # cachetools: a row larger than the whole cache
+                        self.cache[text] = row
             rows = [found[t] for t in texts]
             encoded = len(missing)
         splits = np.zeros(len(texts) + 1, dtype=np.int64)
-        np.cumsum([len(r[0]) for r in rows], out=splits[1:])
+        np.cumsum([len(r.ids) for r in rows], out=splits[1:])
         return TokenBatch(
             texts=list(texts),
-            ids=np.concatenate([r[0] for r in rows]) if rows else np.zeros(0, np.int32),
-            offsets=np.concatenate([r[1] for r in rows]) if rows else np.zeros((0, 2), np.int32),
-            word_ids=np.concatenate([r[2] for r in rows]) if rows else np.zeros(0, np.int32),
+            ids=np.concatenate([r.ids for r in rows]) if rows else np.zeros(0, np.int32),
+            offsets=np.concatenate([r.offsets for r in rows]) if rows else np.zeros((0, 2), np.int32),
+            word_ids=np.concatenate([r.word_ids for r in rows]) if rows else np.zeros(0, np.int32),
             splits=splits,
             prefix=self.prefix,
             suffix=self.suffix,

@@ -25,21 +25,34 @@ def test_long_text_is_not_truncated(tokenizer):
 
 
 def test_cache_skips_known_texts_and_expires():
-    from cachetools import TTLCache
-
-    from nlpserve.tokens import Tokenizer
+    from nlpserve.tokens import TokenCache, Tokenizer
 
     now = [0.0]
-    tok = Tokenizer(cache=TTLCache(maxsize=2, ttl=300, timer=lambda: now[0]))
+    tok = Tokenizer(cache=TokenCache(max_bytes=10_000, ttl_s=300, timer=lambda: now[0]))
     first = tok(["a b", "c d"])
     again = tok(["c d", "a b", "a b"])
     assert tok.counts["calls"] == 1 and tok.counts["cache_hits"] == 2
     assert again.ids.tolist() == first.ids[first.span(1)].tolist() + 2 * first.ids[first.span(0)].tolist()
-    tok(["e f"])  # evicts the least recently used of two entries
-    assert tok.counts["calls"] == 2 and len(tok.cache) == 2
     now[0] = 301.0  # past the TTL: everything is tokenized again
-    tok(["e f"])
-    assert tok.counts["calls"] == 3
+    tok(["a b"])
+    assert tok.counts["calls"] == 2
+
+
+def test_cache_is_bounded_by_bytes_not_by_entries():
+    from nlpserve.tokens import TokenCache, Tokenizer
+
+    tok = Tokenizer(cache=TokenCache(max_bytes=110_000, ttl_s=300))
+    tok([f"short text number {i}" for i in range(100)])
+    assert len(tok.cache) == 100  # 100 short texts fit (~14 kB)
+    long = "word " * 5_000  # ~5k tokens: ~105 kB of arrays and text
+    tok([long])
+    assert long in tok.cache and tok.cache.currsize <= 110_000
+    assert len(tok.cache) < 100  # the long text pushed short ones out, least recently used first
+    assert "short text number 99" in tok.cache and "short text number 0" not in tok.cache
+    huge = "word " * 50_000  # larger than the whole cache: tokenized, not kept, nothing evicted for it
+    kept = len(tok.cache)
+    assert tok([huge]).splits[1] == 50_000
+    assert huge not in tok.cache and len(tok.cache) == kept
 
 
 def test_join_puts_batches_end_to_end_and_renumbers_rows(tokenizer):
