@@ -4,10 +4,13 @@
 
 Each input line is a JSON string (the text) or an object with "text" and optionally "id".
 Each output line is {"line": n, "id": ..., <the /analyze answer>}, written as batches finish
-(so not in input order). Lines that cannot be analyzed go to the errors file with their line
-number and the reason. Re-running the same command skips every line already in the output
-or errors file, so an interrupted run loses nothing and writes nothing twice. Without --url a
-temporary local graph is started from config/config.yaml.
+(so not in input order); only answers with every task done are written there. Lines that cannot
+be analyzed go to the errors file with their line number and the reason: bad lines (not UTF-8,
+not JSON, no text, refused by the service with a 4xx) for good, and lines marked "retry" (a task
+answered with an error, or the request still failed after its retries) until the next run.
+Re-running the same command skips every line in the output file and every final error, and sends
+the "retry" lines again, so an interrupted run loses nothing and writes no line twice. Without
+--url a temporary local graph is started from config/config.yaml.
 """
 
 from __future__ import annotations
@@ -21,12 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential
 from tqdm import tqdm
 
 from nlpserve.schemas import TASKS
 
-RETRY_STATUS = {429, 502, 503, 504}
+BACKOFF = wait_exponential(multiplier=0.5, max=10)
+MAX_RETRY_AFTER_S = 60  # a bigger Retry-After would stall the run; the service sends 1
 
 
 @dataclass
@@ -36,10 +40,14 @@ class Line:
     text: str
 
 
-def parse(number: int, raw: str) -> Line | str:
+def parse(number: int, raw: bytes) -> Line | str:
     """The line, or why it is bad."""
     try:
-        value = json.loads(raw)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return f"not UTF-8: {e.reason} at byte {e.start} of the line"
+    try:
+        value = json.loads(text)
     except json.JSONDecodeError as e:
         return f"not JSON: {e.msg}"
     if isinstance(value, str):
@@ -52,33 +60,50 @@ def parse(number: int, raw: str) -> Line | str:
 
 
 def done_lines(path: Path) -> set[int]:
-    """Line numbers already recorded in ``path``; a torn last line (from a kill) is cut off."""
+    """Line numbers finished in ``path``. Records marked "retry" are taken out, so their lines are
+    sent again and recorded once; so is a torn last line (from a kill)."""
     if not path.exists():
         return set()
     data = path.read_bytes()
-    keep = data[: data.rfind(b"\n") + 1]
-    if len(keep) != len(data):
-        path.write_bytes(keep)
-    return {json.loads(x)["line"] for x in keep.decode().splitlines() if x.strip()}
+    records = [(x, json.loads(x)) for x in data[: data.rfind(b"\n") + 1].splitlines(keepends=True) if x.strip()]
+    keep = [(x, r) for x, r in records if not r.get("retry")]
+    if sum(len(x) for x, _ in keep) != len(data):
+        new = path.with_name(path.name + ".tmp")  # replaced in one step: a kill now cannot lose the file
+        new.write_bytes(b"".join(x for x, _ in keep))
+        new.replace(path)
+    return {r["line"] for _, r in keep}
 
 
 def _retryable(error: BaseException) -> bool:
     if isinstance(error, httpx.HTTPStatusError):
-        return error.response.status_code in RETRY_STATUS
+        status = error.response.status_code
+        return status == 429 or status >= 500
     return isinstance(error, httpx.TransportError)
 
 
+def _wait(state: RetryCallState) -> float:
+    """The service's Retry-After (seconds) when it sent one, else exponential backoff."""
+    error = state.outcome.exception()  # set: tenacity waits only after an attempt
+    after = error.response.headers.get("Retry-After", "") if isinstance(error, httpx.HTTPStatusError) else ""
+    return min(int(after), MAX_RETRY_AFTER_S) if after.isdigit() else BACKOFF(state)
+
+
+def _task_errors(result: dict, tasks: list[str]) -> dict[str, dict]:
+    """The asked tasks that answered {"error": ..., "code": ...} instead of a result."""
+    return {t: result[t] for t in tasks if isinstance(result.get(t), dict) and "error" in result[t]}
+
+
 class Runner:
-    def __init__(self, url: str, tasks: list[str], out, errors, retries: int, bar: tqdm) -> None:
+    def __init__(self, url: str, tasks: list[str], out, errors, retries: int, deadline_ms: int, bar: tqdm) -> None:
         self.url, self.tasks, self.out, self.errors, self.bar = url, tasks, out, errors, bar
-        self.retries = retries
-        self.counts = {"ok": 0, "failed": 0}
+        self.retries, self.deadline_ms = retries, deadline_ms
+        self.counts = {"ok": 0, "failed": 0, "retry": 0}
 
     async def post(self, client: httpx.AsyncClient, path: str, body: dict) -> dict:
         retrying = AsyncRetrying(
             retry=retry_if_exception(_retryable),
-            stop=stop_after_attempt(self.retries),
-            wait=wait_exponential(multiplier=0.5, max=10),
+            stop=stop_after_attempt(self.retries + 1),
+            wait=_wait,
             reraise=True,
         )
         async for attempt in retrying:
@@ -89,34 +114,43 @@ class Runner:
         raise AssertionError("unreachable")
 
     def write_results(self, lines: list[Line], results: list[dict]) -> None:
-        self.out.write("".join(json.dumps({"line": x.number, "id": x.id, **r}) + "\n" for x, r in zip(lines, results)))
+        done = []
+        for x, r in zip(lines, results):
+            if failed := _task_errors(r, self.tasks):
+                reason = "task errors: " + ", ".join(f"{t} ({e.get('code')})" for t, e in failed.items())
+                self.write_error(x.number, reason, retry=True, tasks=failed)
+            else:
+                done.append(json.dumps({"line": x.number, "id": x.id, **r}) + "\n")
+        self.out.write("".join(done))
         self.out.flush()
-        self.counts["ok"] += len(lines)
+        self.counts["ok"] += len(done)
         self.bar.update(len(lines))
 
-    def write_error(self, number: int, reason: str) -> None:
-        self.errors.write(json.dumps({"line": number, "error": reason}) + "\n")
+    def write_error(self, number: int, reason: str, retry: bool = False, tasks: dict | None = None) -> None:
+        """A final error, or with ``retry`` one whose line the next run sends again."""
+        record = {"line": number, "error": reason, "retry": retry} | ({"tasks": tasks} if tasks else {})
+        self.errors.write(json.dumps(record) + "\n")
         self.errors.flush()
-        self.counts["failed"] += 1
+        self.counts["retry" if retry else "failed"] += 1
+
+    def fail(self, lines: list[Line], error: Exception, retry: bool) -> None:
+        for x in lines:
+            self.write_error(x.number, _describe(error), retry)
+        self.bar.update(len(lines))
 
     async def batch(self, client: httpx.AsyncClient, lines: list[Line], limit: asyncio.Semaphore) -> None:
         async with limit:
+            body = {"texts": [x.text for x in lines], "tasks": self.tasks, "deadline_ms": self.deadline_ms}
             try:
-                body = await self.post(
-                    client, "/analyze/batch", {"texts": [x.text for x in lines], "tasks": self.tasks}
-                )
-                self.write_results(lines, body["results"])
+                answer = await self.post(client, "/analyze/batch", body)
+                self.write_results(lines, answer["results"])
                 return
             except httpx.HTTPStatusError as e:
-                if e.response.status_code in RETRY_STATUS or len(lines) == 1:
-                    for x in lines:
-                        self.write_error(x.number, _describe(e))
-                        self.bar.update(1)
+                if _retryable(e) or len(lines) == 1:
+                    self.fail(lines, e, retry=_retryable(e))
                     return
             except httpx.TransportError as e:
-                for x in lines:
-                    self.write_error(x.number, _describe(e))
-                    self.bar.update(1)
+                self.fail(lines, e, retry=True)
                 return
         for x in lines:  # the service refused the batch: find the line(s) it refuses, one by one
             await self.batch(client, [x], limit)
@@ -132,12 +166,18 @@ def _describe(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"
 
 
+def deadline_ms(timeout_s: float) -> int:
+    """90 % of the client's timeout: the service answers (unfinished tasks as deadline_exceeded)
+    before the client would give up and send the same work again. At most the API's 600,000."""
+    return max(1, min(600_000, int(timeout_s * 900)))
+
+
 async def analyze(args: argparse.Namespace, url: str) -> dict:
     done = done_lines(args.output) | done_lines(args.errors)
     todo: list[Line] = []
     with open(args.errors, "a") as errors, open(args.output, "a") as out:
         bad = []
-        with open(args.input, encoding="utf-8", errors="replace") as f:
+        with open(args.input, "rb") as f:  # decoded line by line, so a bad byte fails only its line
             for number, raw in enumerate(f, start=1):
                 if number in done:
                     continue
@@ -147,7 +187,7 @@ async def analyze(args: argparse.Namespace, url: str) -> dict:
                 else:
                     todo.append(parsed)
         with tqdm(total=len(todo), unit="text", desc="analyze", disable=args.quiet) as bar:
-            runner = Runner(url, args.tasks, out, errors, args.retries, bar)
+            runner = Runner(url, args.tasks, out, errors, args.retries, deadline_ms(args.timeout), bar)
             for number, reason in bad:
                 runner.write_error(number, reason)
             limit = asyncio.Semaphore(args.concurrency)
@@ -163,13 +203,30 @@ def main(argv: list[str] | None = None) -> None:
     a = sub.add_parser("analyze", help="analyze a JSONL file")
     a.add_argument("input", type=Path)
     a.add_argument("-o", "--output", type=Path, required=True)
-    a.add_argument("--errors", type=Path, help="where bad lines go (default: OUTPUT with .errors.jsonl)")
+    a.add_argument(
+        "--errors",
+        type=Path,
+        help="where bad lines go (default: OUTPUT with .errors.jsonl); lines whose tasks answered an error, "
+        'or whose request failed after its retries, go there too, marked "retry": re-running sends them again',
+    )
     a.add_argument("--url", help="a running service; default: start a temporary local graph")
     a.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
     a.add_argument("--batch-size", type=int, default=16, help="texts per request")
     a.add_argument("--concurrency", type=int, default=4, help="requests in flight")
-    a.add_argument("--retries", type=int, default=5, help="attempts per request on 429/5xx/connection errors")
-    a.add_argument("--timeout", type=float, default=120.0)
+    a.add_argument(
+        "--retries",
+        type=int,
+        default=5,
+        help="retries per request after 429, 5xx, a connection error or a timeout, waiting the service's "
+        "Retry-After or else 0.5, 1, 2, ... up to 10 s",
+    )
+    a.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        help="seconds per request; the service is asked (deadline_ms) to answer within 90%% of it, tasks "
+        "not done by then come back as errors and their lines are retried on the next run",
+    )
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     args.errors = args.errors or args.output.with_suffix(".errors.jsonl")
@@ -185,7 +242,8 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             local.stop()
     print(
-        f"{summary['ok']} analyzed, {summary['failed']} failed (see {args.errors}), {summary['skipped']} already done",
+        f"{summary['ok']} analyzed, {summary['failed']} failed, {summary['retry']} to retry by re-running "
+        f"(see {args.errors}), {summary['skipped']} already done",
         file=sys.stderr,
     )
 
