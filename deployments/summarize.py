@@ -20,5 +20,5 @@ class Summarize(TaskReplica):
         if settings.backend == "transformers":
             self.model.generation = {key: getattr(settings, key) for key in keys}
             return
-        for key in ("ratio", "max_sentences", "max_chars", "redundancy"):
+        for key in ("ratio", "max_sentences", "max_chars", "redundancy", "lead_prior"):
             setattr(self.model, key, getattr(settings, key))

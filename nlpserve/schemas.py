@@ -263,6 +263,9 @@ class SummarySettings(TaskSettings):
     max_sentences: int = Field(3, ge=1)
     max_chars: int = Field(800, ge=20)
     redundancy: float = Field(0.5, ge=0)
+    lead_prior: float = Field(
+        0.08, ge=0, description="Bonus lead_prior / (i + 1) for the i-th sentence (from 0): news puts its point first."
+    )
     max_length: int = Field(142, ge=1, description="Longest generated summary, in tokens (transformers).")
     min_length: int = Field(20, ge=0, description="Shortest generated summary, in tokens (transformers).")
     num_beams: int = Field(4, ge=1, description="Beam search width (transformers).")

@@ -15,11 +15,31 @@ from nlpserve.tokens import TokenBatch, TokenizerSpec, default_spec
 
 TERMINALS = {".", "!", "?"}
 CLOSERS = set("\"')]}”’»")
-ABBREVIATIONS = {
-    "mr", "mrs", "ms", "dr", "prof", "sr", "jr", "st", "mt", "ft", "inc", "corp", "ltd", "co",
-    "vs", "etc", "gen", "gov", "sen", "rep", "lt", "col", "capt", "sgt", "no", "fig", "approx",
-    "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec", "est",
+OPENERS = "\"'([{“‘«"
+# They come before what they qualify (a name, an example): a period after them never ends a sentence.
+TITLES = {
+    "mr", "mrs", "ms", "dr", "prof", "st", "mt", "ft", "gen", "gov", "sen", "rep", "lt", "col", "capt",
+    "sgt", "rev", "vs", "e.g", "i.e", "cf",
 }  # fmt: skip
+# Abbreviations only before a number ("No. 5", "Fig. 3"); elsewhere "no." is the word.
+NUMBER_SIGNS = {"no", "nos", "fig", "figs", "vol"}
+# They may end a sentence as well as sit inside one: they end it when a clause starts after them.
+ABBREVIATIONS = {
+    "sr", "jr", "inc", "corp", "ltd", "co", "etc", "approx", "est",
+    "jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec",
+}  # fmt: skip
+# Capitalised, these start a clause ("in the U.S. She said"), unlike a name ("U.S. Senate").
+STARTERS = {
+    "i", "you", "he", "she", "it", "we", "they", "the", "a", "an", "this", "that", "these", "those",
+    "his", "her", "its", "our", "their", "my", "your", "some", "many", "most", "all", "both", "each",
+    "every", "several", "such", "another", "no", "nobody", "none", "nothing", "neither", "not", "never",
+    "but", "and", "or", "so", "yet", "however", "meanwhile", "still", "then", "now", "also", "instead",
+    "there", "here", "thus", "later", "earlier", "today", "yesterday", "when", "while", "if", "after",
+    "before", "since", "although", "though", "because", "as", "in", "on", "at", "for", "by", "with",
+    "from", "during", "under", "despite", "until", "what", "who", "why", "how", "where", "which",
+}  # fmt: skip
+INITIALS = re.compile(r"(?:[^\W\d_]\.)*[^\W\d_]")  # "J", "U.S", "a.m"
+NEXT_WORD = re.compile(f"[{re.escape(OPENERS)}]*([^\\W\\d_]+)(\\.?)")  # the word and a period right after it
 PARAGRAPH = re.compile(r"\n[ \t\r\f\v]*\n")
 
 
@@ -36,7 +56,10 @@ def split_sentences(text: str, offsets: np.ndarray) -> list[Sentence]:
 
     A sentence ends at ``.``, ``!`` or ``?`` (with any closing quotes or brackets) followed
     by white space and a word that does not start in lower case, or at a blank line. A
-    period after a known abbreviation or a single letter (``Inc.``, ``U.S.``) does not end one.
+    period after a title (``Dr.``, ``Mr.``, ``St.``) does not end one; nor does one after an
+    abbreviation (``Inc.``, ``Sept.``) or initials (``J.``, ``U.S.``) unless a clause starts
+    after it (``She``, ``The``, ``Nobody``); ``No.`` and ``Fig.`` are abbreviations only
+    before a number.
     """
     spans = offsets.tolist()
     n = len(spans)
@@ -65,11 +88,32 @@ def _ends_sentence(text: str, spans: list, k: int, gap: str) -> bool:
     following = text[spans[k + 1][0]]
     if following.islower():
         return False
-    if text[spans[j][0]] == "." and j > 0 and spans[j - 1][1] == spans[j][0]:
-        previous = text[spans[j - 1][0] : spans[j - 1][1]]
-        if previous.lower() in ABBREVIATIONS or (len(previous) == 1 and previous.isalpha()):
-            return False
+    if text[spans[j][0]] != ".":
+        return True
+    word = _word_before(text, spans, j).lower()
+    if word in TITLES:
+        return False
+    if word in NUMBER_SIGNS:
+        return not following.isdigit()
+    if word in ABBREVIATIONS or INITIALS.fullmatch(word):
+        return _starts_clause(text, spans[k + 1][0])
     return True
+
+
+def _word_before(text: str, spans: list, j: int) -> str:
+    """The word the period at token ``j`` closes, without it or opening quotes: "U.S" for "(U.S."."""
+    i = j
+    while i > 0 and spans[i - 1][1] == spans[i][0]:
+        i -= 1
+    return text[spans[i][0] : spans[j][0]].lstrip(OPENERS)
+
+
+def _starts_clause(text: str, start: int) -> bool:
+    word = NEXT_WORD.match(text, start)
+    if word is None or not word[1][0].isupper():
+        return False
+    # "J. A. Smith": a one-letter word followed by a period is another initial.
+    return word[1].lower() in STARTERS and not (len(word[1]) == 1 and word[2])
 
 
 class ExtractiveSummarizer:
@@ -81,7 +125,9 @@ class ExtractiveSummarizer:
 
     Centrality is a sentence's cosine similarity to the text's centroid (the
     token-weighted mean of its sentence vectors); each pick is penalised by its highest
-    similarity to the sentences already picked (maximal marginal relevance).
+    similarity to the sentences already picked (maximal marginal relevance). Sentence ``i``
+    (from 0) also gets ``lead_prior / (i + 1)``: a news story puts its point first, and
+    centrality alone often prefers a later sentence that restates it; 0 turns it off.
     """
 
     name = "extractive-all-MiniLM-L6-v2"
@@ -92,12 +138,14 @@ class ExtractiveSummarizer:
         max_sentences: int = 3,
         max_chars: int = 800,
         redundancy: float = 0.5,
+        lead_prior: float = 0.08,  # SummarySettings' default, measured by scripts/eval_summary.py
     ) -> None:
         self.encoder = default_encoder_key()
         self.ratio = ratio
         self.max_sentences = max_sentences
         self.max_chars = max_chars
         self.redundancy = redundancy
+        self.lead_prior = lead_prior
 
     @property
     def spec(self) -> TokenizerSpec:
@@ -119,12 +167,13 @@ class ExtractiveSummarizer:
         weights = np.array([x.last - x.first for x in sentences], dtype=np.float32)
         centroid = weights @ vecs
         centrality = vecs @ (centroid / max(float(np.linalg.norm(centroid)), 1e-9))
+        prior = self.lead_prior / np.arange(1, n + 1)
         picked: list[int] = []
         budget = self.max_chars
         while len(picked) < k:
             # Similarity to the picked ones only: n x k, never the n x n matrix of a text of many sentences.
             penalty = (vecs @ vecs[picked].T).max(1) if picked else np.zeros(n)
-            score = centrality - self.redundancy * penalty
+            score = centrality - self.redundancy * penalty + prior
             fits = [
                 i for i in range(n)
                 if i not in picked and sentences[i].end - sentences[i].start <= budget
@@ -134,8 +183,8 @@ class ExtractiveSummarizer:
             best = max(fits, key=lambda i: score[i])
             picked.append(best)
             budget -= sentences[best].end - sentences[best].start + 1
-        if not picked:  # every sentence is longer than max_chars: cut the most central one
-            picked = [int(centrality.argmax())]
+        if not picked:  # every sentence is longer than max_chars: cut the best one
+            picked = [int((centrality + prior).argmax())]
         return sorted(picked)
 
     def _clip(self, text: str, s: Sentence) -> tuple[int, int]:
