@@ -4,6 +4,7 @@ ObjectRefs, check they were tokenized (and encoded) for this model, run the mode
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import Counter
 
@@ -62,7 +63,8 @@ class TaskReplica:
         that made them, and how long the object store reads (``get_ms``), the shared encoder's pass
         (``encode_ms``, for heads) and the model (``compute_ms``) took. ``encoded[i]`` (heads only,
         resolved by Serve from the encoder's response) holds the vectors of ``rows[i]``. Several
-        batches are joined and run through the model together."""
+        batches are joined and run through the model together. A cancelled call (its caller gave up)
+        stops its model within one chunk."""
         self._ready()
         for ref in refs:
             if not isinstance(ref, ray.ObjectRef):
@@ -84,9 +86,18 @@ class TaskReplica:
                 raise EncoderMismatch(f"{self.model_info['name']} reads encoder {self.model.encoder}, got {have}")
             args += ([e.row(r) for e, rs in zip(encoded, rows) for r in rs],)
         self.counts.update(calls=1, object_refs=len(refs), rows=len(flat))
+        stop = threading.Event()
         async with self.lock:
             began = time.perf_counter()  # the model's time, not the wait for the one before it
-            results = await asyncio.to_thread(self.model, *args)  # off the loop: health checks answer meanwhile
+            # Off the loop, so health checks answer meanwhile.
+            work = asyncio.ensure_future(asyncio.to_thread(self.model, *args, stop=stop))
+            try:
+                results = await asyncio.shield(work)
+            except asyncio.CancelledError:  # Serve cancelled the call: its caller gave up
+                stop.set()  # the model ends at its next chunk (errors.check) ...
+                await asyncio.wait({work})  # ... and the lock stays held until it has
+                self.counts["cancelled"] += 1
+                raise
         done = time.perf_counter()
         return {
             "results": results,

@@ -4,6 +4,7 @@ summary) read from the object store. Calls that arrive while a pass runs are joi
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import Counter
 
 from ray import serve
@@ -14,6 +15,16 @@ from nlpserve.encoder import Encoder as MiniLM
 from nlpserve.pipeline import Inputs
 from nlpserve.schemas import EncoderSettings
 from nlpserve.tokens import EncodedBatch, TokenBatch, default_spec
+
+
+class AllSet:
+    """Set once every one of ``events`` is: a shared pass stops only when all its callers gave up."""
+
+    def __init__(self, events: list[threading.Event]) -> None:
+        self.events = events
+
+    def is_set(self) -> bool:
+        return all(e.is_set() for e in self.events)
 
 
 @serve.deployment(name="Encoder", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=16)
@@ -39,9 +50,11 @@ class Encoder:
 
     # No wait: a lone call runs at once, and calls that arrive during a pass form the next one.
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
-    async def run(self, calls: list[tuple[TokenBatch, list[int]]]) -> list[EncodedBatch]:
-        out = await asyncio.to_thread(self.model.encode, calls)  # off the loop: health checks answer meanwhile
-        texts = sum(len(rows) for _, rows in calls)
+    async def run(self, calls: list[tuple[TokenBatch, list[int], threading.Event]]) -> list[EncodedBatch]:
+        stop = AllSet([s for _, _, s in calls])
+        # Off the loop, so health checks answer meanwhile.
+        out = await asyncio.to_thread(self.model.encode, [(b, rows) for b, rows, _ in calls], stop)
+        texts = sum(len(rows) for _, rows, _ in calls)
         self.counts.update(passes=1, calls=len(calls), texts=texts)
         self.passes.inc()
         if texts:
@@ -49,9 +62,16 @@ class Encoder:
         return out
 
     async def __call__(self, refs: list, rows: list[int]) -> EncodedBatch:
-        """Token vectors of ``rows`` of the TokenBatch behind ``refs[0]`` (nested, so resolved here)."""
+        """Token vectors of ``rows`` of the TokenBatch behind ``refs[0]`` (nested, so resolved here).
+        A cancelled call stops the pass it is in within one window once that pass's other calls are gone too."""
         self._ready()
-        return await self.run((await refs[0], rows))
+        stop = threading.Event()
+        try:
+            return await self.run((await refs[0], rows, stop))
+        except asyncio.CancelledError:
+            stop.set()
+            self.counts["cancelled"] += 1
+            raise
 
     def inputs(self) -> Inputs:
         """The tokenizer it reads and the key the heads of this encoder name."""

@@ -197,11 +197,15 @@ class Ingress:
             for i, (text, label, found) in enumerate(zip(texts, labels, cached))
             if (missing := tuple(t for t in tasks if t not in found))
         }
-        pending = dict(zip(items, await self.analyze_items(list(items.values())))) if items else {}
-        rejected = next((p.rejected for p in pending.values() if p.rejected), None)
-        if rejected:
-            raise HTTPException(413, rejected)
-        done = dict(zip(pending, await asyncio.gather(*(self.pipeline.finish(p) for p in pending.values()))))
+        started = await self._start(list(items.values()), deadline) if items else []
+        if started is None:  # the deadline passed while the batch queued or tokenized
+            done = {i: self.pipeline.expired_result(it) for i, it in items.items()}
+        else:
+            pending = dict(zip(items, started))
+            rejected = next((p.rejected for p in pending.values() if p.rejected), None)
+            if rejected:  # the whole request: none of its items has a task call
+                raise HTTPException(413, rejected)
+            done = dict(zip(pending, await asyncio.gather(*(self.pipeline.finish(p) for p in pending.values()))))
         results = []
         for i, (text, found) in enumerate(zip(texts, cached)):
             if i in done:
@@ -218,6 +222,24 @@ class Ingress:
             result["timings"]["ingress_ms"] = round((time.perf_counter() - received) * 1000, 3)
             results.append(result)
         return results
+
+    async def _start(self, items: list[Item], deadline: float | None) -> list[Pending] | None:
+        """The items' batch started (tokenized, task calls made), or None if ``deadline`` came first: a
+        deadline counts from the request's arrival, batch queue and tokenization included. Items that
+        start after their request gave up (deadline, disconnect) leave their task calls at once."""
+        start = asyncio.ensure_future(self.analyze_items(items))
+        try:
+            left = None if deadline is None else max(0.0, deadline - time.perf_counter())
+            await asyncio.wait({start}, timeout=left)
+        finally:
+            if not start.done():
+                start.add_done_callback(self._release)
+        return start.result() if start.done() else None
+
+    def _release(self, start: asyncio.Future) -> None:
+        if not start.cancelled() and start.exception() is None:
+            for p in start.result():
+                self.pipeline.release(p)
 
     @api.post("/analyze", response_model=AnalyzeResponse, response_model_exclude_none=True, responses=ERRORS)
     async def analyze(self, request: AnalyzeRequest) -> dict:

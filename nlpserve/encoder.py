@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from transformers import AutoConfig
 
-from nlpserve.errors import EncoderMismatch
+from nlpserve.errors import EncoderMismatch, Stop
 from nlpserve.kernels import DEFAULT_KERNEL, TorchKernel, load_kernel
 from nlpserve.resources import checksum, minilm_dir
 from nlpserve.tokens import EncodedBatch, TokenBatch, default_spec
@@ -68,17 +68,23 @@ class Encoder:
         self.device = device
 
     def token_vectors(
-        self, rows: list[np.ndarray], prefix: tuple[int, ...], suffix: tuple[int, ...], pad_id: int
+        self,
+        rows: list[np.ndarray],
+        prefix: tuple[int, ...],
+        suffix: tuple[int, ...],
+        pad_id: int,
+        stop: Stop | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Flat float32 [sum(len(prefix) + len(row) + len(suffix)), dim] and the row splits: per row the
         prefix tokens ([CLS]) and the suffix tokens ([SEP]) from its first and last windows, each of
-        its tokens from the first window that holds it."""
+        its tokens from the first window that holds it. Once ``stop`` is set, raises Cancelled before
+        the next model call (one window, or one padded batch of them)."""
         p, q = len(prefix), len(suffix)
         splits = np.zeros(len(rows) + 1, dtype=np.int64)
         np.cumsum([p + len(ids) + q for ids in rows], out=splits[1:])
         out = np.empty((int(splits[-1]), self.dim), dtype=np.float32)
         pieces = window_pieces(rows, self.window - p - q, self.stride, prefix, suffix)
-        for index, ids, mask in padded_batches([piece[3] for piece in pieces], pad_id, self.max_batch_tokens):
+        for index, ids, mask in padded_batches([piece[3] for piece in pieces], pad_id, self.max_batch_tokens, stop):
             hidden = self.kernel(ids.numpy(), mask.numpy())
             for h, (r, start, owned, seq, first, last) in zip(hidden, (pieces[i] for i in index)):
                 row = out[splits[r] : splits[r + 1]]
@@ -90,15 +96,15 @@ class Encoder:
                     row[len(row) - q :] = h[p + n : p + n + q]
         return out, splits
 
-    def encode(self, calls: list[tuple[TokenBatch, list[int]]]) -> list[EncodedBatch]:
+    def encode(self, calls: list[tuple[TokenBatch, list[int]]], stop: Stop | None = None) -> list[EncodedBatch]:
         """One pass over the given rows of several batches (one model call, long ones windowed):
-        per call, the vectors every head of this encoder reads."""
+        per call, the vectors every head of this encoder reads. ``stop``: see token_vectors."""
         for batch, _ in calls:
             if batch.fingerprint != default_spec().fingerprint:
                 raise EncoderMismatch(f"tokens from tokenizer {batch.fingerprint}, encoder {self.key} reads others")
         start = time.perf_counter()
         rows = [batch.ids[batch.span(i)] for batch, wanted in calls for i in wanted]
-        vectors, splits = self.token_vectors(rows, *calls[0][0].specials) if calls else (None, [0])
+        vectors, splits = self.token_vectors(rows, *calls[0][0].specials, stop) if calls else (None, [0])
         ms = (time.perf_counter() - start) * 1000
         out, k = [], 0
         for _, wanted in calls:

@@ -17,7 +17,7 @@ from transformers import (
 from transformers.utils import cached_file
 from transformers.utils import logging as hf_logging
 
-from nlpserve.errors import describe
+from nlpserve.errors import Stop, describe
 from nlpserve.resources import checksum
 from nlpserve.tokens import TokenBatch, TokenizerSpec, special_tokens
 from nlpserve.windows import check_stride, padded_batches, window_pieces
@@ -110,9 +110,9 @@ class HFTask:
         return window_pieces(ids, self.size, self.stride, batch.prefix, batch.suffix)
 
     @torch.inference_mode()
-    def _logits(self, pieces: list, pad_id: int) -> list[torch.Tensor]:
+    def _logits(self, pieces: list, pad_id: int, stop: Stop | None) -> list[torch.Tensor]:
         out: list[torch.Tensor] = [torch.empty(0)] * len(pieces)
-        for index, ids, mask in padded_batches([p[3] for p in pieces], pad_id, self.max_batch_tokens):
+        for index, ids, mask in padded_batches([p[3] for p in pieces], pad_id, self.max_batch_tokens, stop):
             logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits.cpu()
             for k, i in enumerate(index):
                 out[i] = logits[k]  # [classes], or [padded tokens, classes] for token classification
@@ -125,9 +125,9 @@ class TokenClassifier(HFTask):
 
     kind = "token-classification"
 
-    def __call__(self, batch: TokenBatch, rows: list[int]) -> list[list[dict]]:
+    def __call__(self, batch: TokenBatch, rows: list[int], stop: Stop | None = None) -> list[list[dict]]:
         pieces = self._pieces(batch, rows)
-        logits = self._logits(pieces, batch.pad_id)
+        logits = self._logits(pieces, batch.pad_id, stop)
         start_of = len(batch.prefix)
         per_row: list[list[torch.Tensor]] = [[] for _ in rows]
         for (i, _, owned, seq, *_), lg in zip(pieces, logits):
@@ -175,9 +175,9 @@ class SequenceClassifier(HFTask):
 
     kind = "text-classification"
 
-    def __call__(self, batch: TokenBatch, rows: list[int]) -> list[dict]:
+    def __call__(self, batch: TokenBatch, rows: list[int], stop: Stop | None = None) -> list[dict]:
         pieces = self._pieces(batch, rows)
-        logits = self._logits(pieces, batch.pad_id)
+        logits = self._logits(pieces, batch.pad_id, stop)
         labels = self.model.config.id2label
         out = []
         for i in range(len(rows)):
@@ -201,11 +201,11 @@ class Seq2SeqSummarizer(HFTask):
         self.generation = {"max_length": max_length, "min_length": min_length, "num_beams": num_beams}
 
     @torch.inference_mode()
-    def __call__(self, batch: TokenBatch, rows: list[int]) -> list[dict]:
+    def __call__(self, batch: TokenBatch, rows: list[int], stop: Stop | None = None) -> list[dict]:
         prefix, suffix = np.array(batch.prefix, np.int32), np.array(batch.suffix, np.int32)
         seqs = [np.concatenate([prefix, batch.ids[batch.span(r)][: self.size], suffix]) for r in rows]
         out: list[dict] = [{}] * len(rows)
-        for index, ids, mask in padded_batches(seqs, batch.pad_id, self.max_batch_tokens):
+        for index, ids, mask in padded_batches(seqs, batch.pad_id, self.max_batch_tokens, stop):
             ids, mask = ids.to(self.device), mask.to(self.device)
             generated = self.model.generate(input_ids=ids, attention_mask=mask, **self.generation).cpu()
             for k, text in zip(index, self.hf.batch_decode(generated, skip_special_tokens=True)):

@@ -16,6 +16,7 @@ from spacy.pipeline._parser_internals.stateclass import StateClass
 from spacy.tokens import Doc
 from thinc.api import Model
 
+from nlpserve.errors import Stop, check
 from nlpserve.resources import checksum
 from nlpserve.schemas import NERKernel
 from nlpserve.tokens import TokenBatch, TokenizerSpec, default_spec
@@ -24,6 +25,8 @@ from nlpserve.tokens import TokenBatch, TokenizerSpec, default_spec
 # acronyms (U.S.), numbers (5.3, 1,000, 10:30, 1/2), handles (@name), ellipses, I-880.
 KEEP_TOGETHER = re.compile(r"(?:[A-Za-z]\.){2,}|\d+(?:[.,:/]\d+)+|@\w+|\.{2,}|[A-Za-z]+-\d+")
 MAX_MERGE = 8
+# Words parsed per chunk: a caller that gives up waits at most one chunk (~0.2 s here) for the call to end.
+CHUNK_WORDS = 2048
 KERNELS = get_args(NERKernel)
 # Token attributes spaCy's NER validity reads that a parse overwrites (IS_SPACE, also read, is lexical).
 PRESET = [ENT_IOB, ENT_TYPE, SENT_START]
@@ -324,13 +327,25 @@ class SpacyNER:
             offset += n
         return ids
 
-    def __call__(self, batch: TokenBatch, rows: list[int]) -> list[list[dict]]:
+    def __call__(self, batch: TokenBatch, rows: list[int], stop: Stop | None = None) -> list[list[dict]]:
+        """Entities of ``rows``, in HF's pipeline shape. Docs are parsed in chunks of about CHUNK_WORDS
+        words (a longer doc alone); once ``stop`` is set, raises Cancelled before the next text or chunk."""
         docs = []
         for i in rows:
+            check(stop)
             s = batch.span(i)
             text = batch.texts[i]
             docs.append(self.doc(text, self.words(text, word_spans(batch.offsets[s], batch.word_ids[s]))))
-        scores = self.parse(docs)
+        scores, chunk, words = [], [], 0
+        for doc in docs:
+            if chunk and words + len(doc) > CHUNK_WORDS:
+                check(stop)
+                scores += self.parse(chunk)
+                chunk, words = [], 0
+            chunk.append(doc)
+            words += len(doc)
+        check(stop)
+        scores += self.parse(chunk)
         return [
             [
                 {

@@ -83,6 +83,10 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
 
 
+def expired(task: str) -> dict:
+    return {"error": f"{task} was not done by the request's deadline", "code": "deadline_exceeded"}
+
+
 class Pipeline:
     """Runs one batch of requests through the task callables.
 
@@ -95,6 +99,9 @@ class Pipeline:
     whose answer goes to each of them unawaited. A task that raises or exceeds its timeout (``timeouts_s``,
     else ``timeout_s``) becomes ``{"error": ..., "code": ...}`` in the rows that asked for it;
     the other tasks are unaffected. An item with a ``deadline`` gets what is done by then.
+    Work nobody waits for is stopped: a remote call whose items have all timed out, passed their
+    deadlines or gone away is cancelled (in Serve the replica then stops its model within one chunk),
+    and so is an encoder call once none of its heads' calls is still waiting for it.
 
     Each task has at most ``max_in_flight`` remote calls running. Calls of a busy task wait in
     the ingress, and a freed slot sends all of that task's waiting calls as one (their stored
@@ -133,6 +140,7 @@ class Pipeline:
         self.known: dict[str, Inputs] = {}  # the last answer of every task and encoder that gave one
         self.stale = True
         self.refreshing: asyncio.Future | None = None
+        self.wanted: Counter[asyncio.Future] = Counter()  # per task call, the items still waiting for it
         self.stats: Counter[str] = Counter()
 
     def set_cache(self, cache: Callable[[], MutableMapping | None]) -> None:
@@ -226,6 +234,11 @@ class Pipeline:
             for t, r in rows.items()
             if r
         }
+        for encoder, response in encodes.items():
+            self._cancel_unless_used(response, [c for t, c in calls.items() if self.encoder_of.get(t) == encoder])
+        for i, it in enumerate(items):
+            if i not in rejected:
+                self.wanted.update(calls[t] for t in it.tasks if t in calls)
         return [
             Pending(
                 result={
@@ -266,22 +279,59 @@ class Pipeline:
 
     async def finish(self, pending: Pending) -> dict:
         """The item's result when all its tasks are done, or at its deadline: then the tasks still
-        running are marked ``deadline_exceeded`` (and go on for the other items that need them)."""
+        running are marked ``deadline_exceeded`` (and go on only if other items still need them)."""
         result, calls = pending.result, pending.calls
-        if calls:
-            left = None if pending.deadline is None else max(0.0, pending.deadline - time.perf_counter())
-            await asyncio.wait({call for call, _ in calls.values()}, timeout=left)
-        for task, (call, k) in calls.items():
-            if call.done():
-                answers, timing, model = call.result()
-                result[task] = answers[k]
-                result["timings"]["tasks"][task] = timing
-                if model:
-                    result["models"][task] = model
-            else:
-                self.stats[f"deadlines.{task}"] += 1
-                result[task] = {"error": f"{task} was not done by the request's deadline", "code": "deadline_exceeded"}
-        return result
+        try:
+            if calls:
+                left = None if pending.deadline is None else max(0.0, pending.deadline - time.perf_counter())
+                await asyncio.wait({call for call, _ in calls.values()}, timeout=left)
+            for task, (call, k) in calls.items():
+                if call.done():
+                    answers, timing, model = call.result()
+                    result[task] = answers[k]
+                    result["timings"]["tasks"][task] = timing
+                    if model:
+                        result["models"][task] = model
+                else:
+                    self.stats[f"deadlines.{task}"] += 1
+                    result[task] = expired(task)
+            return result
+        finally:  # also when the request went away while waiting
+            self.release(pending)
+
+    def release(self, pending: Pending) -> None:
+        """The item no longer waits for its task calls: cancel those that no other item waits for."""
+        for task, (call, _) in pending.calls.items():
+            self.wanted[call] -= 1
+            if self.wanted[call] <= 0:
+                del self.wanted[call]
+                if not call.done():
+                    call.cancel()
+                    self.stats[f"abandoned.{task}"] += 1
+
+    @staticmethod
+    def expired_result(item: Item) -> dict:
+        """The result of an item whose deadline passed before its batch started (queued or tokenizing)."""
+        queued = _ms(time.perf_counter() - item.received)
+        timings = {"batch_size": 0, "queue_ms": queued, "tokenize_ms": 0.0, "put_ms": 0.0, "tasks": {}}
+        return {"models": {}, "timings": timings, **{task: expired(task) for task in item.tasks}}
+
+    @staticmethod
+    def _cancel_unless_used(response: Any, calls: list[asyncio.Future]) -> None:
+        """Cancel an encoder call once all the head calls reading it are over, unless every one of them
+        got its answer (then the encoder's is done too): a head that timed out or was abandoned leaves
+        nobody waiting for the encoder's pass."""
+        left, failed = len(calls), False
+
+        def over(call: asyncio.Future) -> None:
+            nonlocal left, failed
+            left -= 1
+            failed = failed or call.cancelled() or call.exception() is not None or call.result()[2] is None
+            if left == 0 and failed and hasattr(response, "cancel"):
+                response.cancel()
+
+        for call in calls:
+            call.add_done_callback(over)
 
     def _encode(self, refs: dict[str, Any], rows: dict[str, list[int]]) -> dict[str, Any]:
         """One call per encoder some requested head reads, over the union of their rows; unawaited."""
@@ -343,7 +393,20 @@ class Pipeline:
         pending = None
         try:
             pending = self.tasks[task]([w.ref for w in group], [w.rows for w in group], *encoded)
-            out = await asyncio.wait_for(pending, self.timeouts_s.get(task, self.timeout_s))
+            remote = asyncio.ensure_future(pending)
+            gave_up = asyncio.gather(*(w.future for w in group), return_exceptions=True)  # done: nobody waits
+            timeout = self.timeouts_s.get(task, self.timeout_s)
+            await asyncio.wait({remote, gave_up}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if not remote.done():
+                remote.cancel()
+                remote.add_done_callback(lambda f: f.cancelled() or f.exception())  # seen: Serve raises its own error
+                if hasattr(pending, "cancel"):
+                    pending.cancel()  # a Serve DeploymentResponse: stop the remote call too
+                if gave_up.done():
+                    self.stats[f"cancelled.{task}"] += 1
+                    return
+                raise asyncio.TimeoutError
+            out = remote.result()
             expected = sum(len(w.rows) for w in group)
             if len(out["results"]) != expected:
                 raise RuntimeError(f"returned {len(out['results'])} results for {expected} texts")
@@ -353,8 +416,6 @@ class Pipeline:
                     w.future.set_result((out["results"][k : k + len(w.rows)], out))
                 k += len(w.rows)
         except Exception as e:  # noqa: BLE001 - handed to every waiting call, which reports it
-            if isinstance(e, asyncio.TimeoutError) and hasattr(pending, "cancel"):
-                pending.cancel()  # a Serve DeploymentResponse: stop the remote call too
             for w in group:
                 if not w.future.done():
                     w.future.set_exception(e)

@@ -12,6 +12,7 @@ import torch
 from safetensors import safe_open
 
 from nlpserve.encoder import default_encoder_key
+from nlpserve.errors import Stop, check
 from nlpserve.resources import SENTIMENT_HEAD, checksum, minilm_dir, minilm_version
 from nlpserve.tokens import TokenBatch, TokenizerSpec, default_spec
 
@@ -111,8 +112,12 @@ class SentimentModel:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
         return torch.softmax(self.head(*pad(vectors)), dim=-1).numpy()
 
-    def __call__(self, batch: TokenBatch, rows: list[int], vectors: list[np.ndarray]) -> list[dict]:
-        """``vectors[k]``: the encoder's token vectors of ``rows[k]``, [CLS] first and [SEP] last."""
+    def __call__(
+        self, batch: TokenBatch, rows: list[int], vectors: list[np.ndarray], stop: Stop | None = None
+    ) -> list[dict]:
+        """``vectors[k]``: the encoder's token vectors of ``rows[k]``, [CLS] first and [SEP] last. One
+        small forward pass (the encoder did the heavy part), so ``stop`` is only checked before it."""
+        check(stop)
         probs = self.probabilities(vectors)
         best = probs.argmax(1)
         return [{"label": self.labels[k], "score": float(p[k])} for k, p in zip(best, probs)]

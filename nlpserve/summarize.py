@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from nlpserve.encoder import default_encoder_key, mean_pool
+from nlpserve.errors import Stop, check
 from nlpserve.resources import checksum, minilm_dir, minilm_version
 from nlpserve.tokens import TokenBatch, TokenizerSpec, default_spec
 
@@ -198,10 +199,14 @@ class ExtractiveSummarizer:
         """Mean of each sentence's token vectors (``tokens`` starts with ``prefix`` special ones), L2-normalised."""
         return mean_pool([tokens[prefix + x.first : prefix + x.last] for x in sentences], tokens.shape[1])
 
-    def __call__(self, batch: TokenBatch, rows: list[int], vectors: list[np.ndarray]) -> list[dict]:
-        """``vectors[k]``: the encoder's token vectors of ``rows[k]``."""
+    def __call__(
+        self, batch: TokenBatch, rows: list[int], vectors: list[np.ndarray], stop: Stop | None = None
+    ) -> list[dict]:
+        """``vectors[k]``: the encoder's token vectors of ``rows[k]``. Once ``stop`` is set, raises
+        Cancelled before the next text."""
         out = []
         for i, tokens in zip(rows, vectors):
+            check(stop)
             text = batch.texts[i]
             sentences = split_sentences(text, batch.offsets[batch.span(i)])
             picks = self.select(sentences, self.sentence_vectors(tokens, sentences, len(batch.prefix)))

@@ -7,6 +7,8 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 
+from nlpserve.errors import Stop, check
+
 
 def check_stride(size: int, stride: int) -> None:
     if not 0 <= stride < size:
@@ -47,13 +49,15 @@ def window_pieces(
 
 
 def padded_batches(
-    seqs: Sequence[np.ndarray], pad_id: int, max_batch_tokens: int
+    seqs: Sequence[np.ndarray], pad_id: int, max_batch_tokens: int, stop: Stop | None = None
 ) -> Iterator[tuple[list[int], torch.Tensor, torch.Tensor]]:
     """Indices, ``input_ids`` and ``attention_mask`` of batches of ``seqs``, similar lengths together,
-    each batch at most ``max_batch_tokens`` padded tokens (or one sequence)."""
+    each batch at most ``max_batch_tokens`` padded tokens (or one sequence). Raises Cancelled before
+    a batch once ``stop`` is set, so a long call ends within one model batch of its caller giving up."""
     order = sorted(range(len(seqs)), key=lambda k: len(seqs[k]))
     i = 0
     while i < len(order):
+        check(stop)
         j = i + 1
         while j < len(order) and len(seqs[order[j]]) * (j + 1 - i) <= max_batch_tokens:
             j += 1

@@ -149,3 +149,33 @@ def test_healthz_answers_while_the_largest_texts_tokenize(url):
     assert codes == [413] * 4
     print(f"\n/healthz answered {len(waits)} times meanwhile, slowest {max(waits) * 1000:.0f} ms")
     assert waits and max(waits) < 1
+
+
+def _cancelled() -> dict[str, int]:
+    from ray import serve
+
+    names = ("Encoder", "NER", "Sentiment", "Summarize")
+    stats = {n: serve.get_deployment_handle(n, app_name="nlp").stats.remote().result() for n in names}
+    return {n: s.get("cancelled", 0) for n, s in stats.items()}
+
+
+def test_work_past_the_deadline_stops_and_does_not_hold_up_the_next_request(url):
+    # 8 texts of ~2000 tokens: the encoder stops within a window, NER within a chunk of ~2k words.
+    body = {"texts": [f"{uuid.uuid4().hex} " + "Paris " * 1_990 for _ in range(8)], "deadline_ms": 300}
+    before = _cancelled()
+    start = time.monotonic()
+    r = post(url, "/analyze/batch", body)
+    heavy_s = time.monotonic() - start
+    assert r.status_code == 200, r.text[:300]
+    codes = {t: res[t].get("code") for res in r.json()["results"] for t in ("ner", "sentiment", "summary")}
+    assert codes == {"ner": "deadline_exceeded", "sentiment": "deadline_exceeded", "summary": "deadline_exceeded"}
+    start = time.monotonic()
+    small = post(url, "/analyze", {"text": f"Tim Cook visited Paris on {uuid.uuid4().hex}."})
+    small_s = time.monotonic() - start
+    assert all("error" not in small.json()[t] for t in ("ner", "sentiment", "summary")), small.text
+    time.sleep(0.5)
+    after = _cancelled()
+    print(f"\nheavy answered in {heavy_s:.2f} s, the next small request in {small_s:.2f} s; cancelled {after}")
+    assert heavy_s < 1.5
+    assert after["Encoder"] > before["Encoder"] and after["NER"] > before["NER"]  # stopped, not left running
+    assert small_s < 1.5  # ~12 s of work was given up, not waited for

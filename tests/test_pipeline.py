@@ -354,3 +354,67 @@ def test_requests_over_a_token_limit_are_refused_before_any_task_runs():
     assert all(not p.calls for p in pending if p.rejected)
     assert sorted((name, rows) for name, _, rows in log) == [("ner", [[1]]), ("sentiment", [[1]])]  # only item 1 ran
     assert pipe.stats["rejected"] == 3
+
+
+def test_a_call_nobody_waits_for_any_more_is_cancelled():
+    store, cancelled = Store(), []
+
+    async def slow(refs, rows):
+        try:
+            await asyncio.sleep(5)
+        except asyncio.CancelledError:
+            cancelled.append(rows)
+            raise
+
+    pipe = Pipeline(lambda: _specs({"summary": Inputs(default_spec())}), {"summary": slow}, put=store)
+
+    async def go():
+        now = time.perf_counter()
+        items = [Item(t, ("summary",), now, deadline=now + 0.2) for t in "ab"]
+        out = await asyncio.gather(*(pipe.finish(p) for p in await pipe.start(items)))
+        await asyncio.sleep(0.05)  # the cancel reaches the remote call
+        return out, time.perf_counter() - now
+
+    out, seconds = asyncio.run(go())
+    assert [o["summary"]["code"] for o in out] == ["deadline_exceeded"] * 2 and seconds < 1
+    assert cancelled == [[[0, 1]]]  # both items gave up: the one remote call they shared was stopped
+    assert pipe.stats["abandoned.summary"] == 1 and pipe.stats["cancelled.summary"] == 1
+    assert not pipe.wanted and pipe.in_flight["summary"] == 0
+
+
+class Response:
+    """Stands in for a DeploymentResponse: awaitable, and records a cancel."""
+
+    def __init__(self, seconds):
+        self.task = asyncio.ensure_future(asyncio.sleep(seconds, {"vectors": 1}))
+        self.cancels = 0
+
+    def cancel(self):
+        self.cancels += 1
+        self.task.cancel()
+
+    def __await__(self):
+        return self.task.__await__()
+
+
+@pytest.mark.parametrize("head_s,cancels", [(0.0, 0), (5.0, 1)], ids=["heads answered", "heads timed out"])
+def test_an_encoder_call_is_cancelled_once_no_head_waits_for_it(head_s, cancels):
+    responses = []
+
+    def encode(refs, rows):
+        responses.append(Response(0.01))
+        return responses[-1]
+
+    async def head(refs, rows, *encoded):
+        await asyncio.sleep(head_s)
+        return {"results": ["ok"] * sum(map(len, rows)), "model": {"name": "h"}, "get_ms": 0.0, "compute_ms": 0.0}
+
+    spec = default_spec()
+    inputs = {"sentiment": Inputs(spec, "minilm"), "summary": Inputs(spec, "minilm"), "encoder": Inputs(spec, "minilm")}
+    pipe = Pipeline(
+        lambda: _specs(inputs), {"sentiment": head, "summary": head}, put=Store(), encoders={"encoder": encode}
+    )
+    pipe.timeout_s = 0.2
+    (out,) = asyncio.run(pipe.run([Item("a", ("sentiment", "summary"))]))
+    assert [out[t] == "ok" for t in ("sentiment", "summary")] == [head_s == 0] * 2
+    assert [r.cancels for r in responses] == [cancels]

@@ -156,3 +156,43 @@ def test_the_encoder_refuses_tokens_of_another_tokenizer(tiny_models, encoder):
     other = Seq2SeqSummarizer("summary", str(tiny_models["summary"]))
     with pytest.raises(EncoderMismatch):
         encoder.encode([(Tokenizer(other.spec)(["Paris."]), [0])])
+
+
+class StopAfter:
+    """A Stop that is set once it has been asked more than ``n`` times: the caller gives up mid-call."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.asked = n, 0
+
+    def is_set(self) -> bool:
+        self.asked += 1
+        return self.asked > self.n
+
+
+def test_the_encoder_stops_between_windows_once_its_caller_gives_up(tokenizer, encoder):
+    from nlpserve.errors import Cancelled
+
+    batch = tokenizer(["word " * 2000])  # 2000 tokens: 9 windows of 254 tokens, overlapping by 32
+    stop = StopAfter(3)
+    with pytest.raises(Cancelled):
+        encoder.encode([(batch, [0])], stop)
+    assert stop.asked == 4  # three windows ran, the fourth was never started
+    (done,) = encoder.encode([(batch, [0])], StopAfter(100))
+    assert done.row(0).shape == (2002, 384)
+
+
+def test_ner_parses_in_chunks_stops_between_them_and_answers_as_one_parse(tokenizer, ner, monkeypatch):
+    from nlpserve.errors import Cancelled
+    from nlpserve.ner import CHUNK_WORDS
+
+    texts = [f"{NEWS} " * 20, "Angela Merkel met Emmanuel Macron in Berlin.", f"{NEWS} " * 20]  # ~1500 words each
+    batch = tokenizer(texts)
+    alone = [ner(batch, [i])[0] for i in range(3)]
+    parse, chunks = ner.parse, []
+    monkeypatch.setattr(ner, "parse", lambda docs: chunks.append([len(d) for d in docs]) or parse(docs))
+    assert ner(batch, [0, 1, 2]) == alone  # chunked, the same entities and scores as each text alone
+    assert len(chunks) == 2 and all(sum(c) <= CHUNK_WORDS or len(c) == 1 for c in chunks)
+    stop = StopAfter(4)  # three texts made into docs, the first chunk parsed, then the caller gives up
+    with pytest.raises(Cancelled):
+        ner(batch, [0, 1, 2], stop)
+    assert stop.asked == 5 and len(chunks) == 3
