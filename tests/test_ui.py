@@ -20,6 +20,8 @@ FLAGS = [
     "--disable-sync",
 ]
 TEXT = "Tim Cook met Angela Merkel in Berlin on Monday. <script>window.pwned = 1</script> <b>I loved it!</b>"
+# Emoji take two UTF-16 units in JavaScript but one code point in the API's offsets.
+EMOJI_TEXT = "🎉🎉 Tim Cook visited 東京 and Paris yesterday. 😀 Apple Inc. announced record revenue on Thursday."
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +74,18 @@ def test_page_highlights_entities_and_shows_sentiment_summary_and_models(url, pa
     assert page.locator("#entities b").count() == 0
     page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
     assert (tmp_path / "page.png").stat().st_size > 10_000
+
+
+def test_page_highlights_the_entities_and_sentences_after_emoji_and_cjk(url, page):
+    analyze(page, url + "/", EMOJI_TEXT, "mark.ent")
+    answer = requests.post(url + "/analyze", json={"text": EMOJI_TEXT}, timeout=60).json()
+
+    # The mark's first child is the entity's text, the label follows it.
+    shown = page.eval_on_selector_all("#entities mark.ent", "marks => marks.map((m) => m.firstChild.textContent)")
+    assert {"Tim Cook", "Paris", "Apple Inc."} <= set(shown)
+    assert shown == [e["word"] for e in sorted(answer["ner"], key=lambda e: e["start"])]
+    picked = page.eval_on_selector_all("#summary-marked mark.picked", "marks => marks.map((m) => m.textContent)")
+    assert picked and picked == [EMOJI_TEXT[s["start"] : s["end"]] for s in answer["summary"]["sentences"]]
 
 
 def test_page_shows_a_degraded_task_as_an_error(url, page):
