@@ -96,6 +96,7 @@ class TaskReplica:
             except asyncio.CancelledError:  # Serve cancelled the call: its caller gave up
                 stop.set()  # the model ends at its next chunk (errors.check) ...
                 await asyncio.wait({work})  # ... and the lock stays held until it has
+                work.exception()  # Cancelled, or whatever else ended it: seen, never logged as lost
                 self.counts["cancelled"] += 1
                 raise
         done = time.perf_counter()
