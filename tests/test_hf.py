@@ -6,7 +6,6 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import load_file
-from transformers import BertTokenizer
 
 from nlpserve.hf import ModelLoadError, Seq2SeqSummarizer, SequenceClassifier, TokenClassifier, load
 from nlpserve.tokens import Tokenizer, TokenizerSpec, default_spec
@@ -32,7 +31,7 @@ def test_fingerprints_compare_tokenizers_not_model_families(tiny_models, tmp_pat
     assert bart.fingerprint != bert.fingerprint
     assert default_spec().fingerprint != bert.fingerprint  # another WordPiece vocabulary
     # Same class and vocabulary, different normalizer (no lower-casing): a different group.
-    cased = BertTokenizer(vocab_file=str(tiny_models["ner"] / "vocab.txt"), do_lower_case=False)
+    cased = load("ner", "token-classification", str(tiny_models["cased-ner"]))[1]
     assert TokenizerSpec.of(cased, "cased").fingerprint != bert.fingerprint
 
 

@@ -139,6 +139,27 @@ def test_tasks_are_grouped_by_tokenizer_fingerprint_and_each_group_tokenized_onc
     assert [g["tokenizations"] for g in pipe.group_info()] == [2, 1] and len(store.objects) == 3
 
 
+def test_a_cased_and_an_uncased_tokenizer_of_one_vocabulary_are_two_groups(tiny_models):
+    from nlpserve.hf import SequenceClassifier, TokenClassifier
+
+    # As dslim/bert-base-NER (cased) and the DistilBERT SST-2 model (uncased) in config/hub.yaml.
+    models = {
+        "ner": TokenClassifier("ner", str(tiny_models["cased-ner"])),
+        "sentiment": SequenceClassifier("sentiment", str(tiny_models["sentiment"])),
+    }
+    store, log = Store(), []
+    pipe = make(store, {n: counting_task(store, log, n) for n in models}, specs={n: m.spec for n, m in models.items()})
+    out = asyncio.run(pipe.run([Item("Tim Cook is in Paris.", ("ner", "sentiment"))]))
+    assert sorted(g["tasks"] for g in pipe.group_info()) == [["ner"], ["sentiment"]]
+    assert [g["tokenizations"] for g in pipe.group_info()] == [1, 1] and len(store.objects) == 2
+    assert out[0]["timings"]["groups"] == 2
+    refs = {name: refs[0] for name, refs, _ in log}
+    cased, uncased = store.get(refs["ner"]), store.get(refs["sentiment"])
+    assert cased.fingerprint == models["ner"].spec.fingerprint
+    # The vocabulary is lower case: the cased tokenizer finds no "Tim", the uncased one finds "tim".
+    assert len(cased.ids) == len(uncased.ids) and list(cased.ids) != list(uncased.ids)
+
+
 def test_a_task_whose_tokenizer_changed_makes_the_pipeline_regroup():
     store, asked = Store(), []
 

@@ -1,6 +1,7 @@
 """Tiny randomly-initialised models of real architectures, built offline into a directory:
-a BERT token classifier and a DistilBERT sequence classifier that share one WordPiece vocabulary,
-and a BART seq2seq model with its own byte-level BPE tokenizer."""
+a BERT token classifier and a DistilBERT sequence classifier that share one uncased WordPiece
+vocabulary, a BART seq2seq model with its own byte-level BPE tokenizer, and a BERT token classifier
+with the same vocabulary left cased (as dslim/bert-base-NER), so its tokenizer is another group."""
 
 import string
 from pathlib import Path
@@ -28,12 +29,12 @@ NER_LABELS = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"]
 SMALL = {"max_position_embeddings": 64}
 
 
-def _vocab(path: Path) -> Path:
+def _vocab() -> dict[str, int]:
+    """A lower-case WordPiece vocabulary of the corpus' words, letters, digits and punctuation."""
     words = sorted({w.strip(string.punctuation).lower() for t in CORPUS for w in t.split()} - {""})
     pieces = list(string.ascii_lowercase + string.digits + string.punctuation)
     tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *pieces, *(f"##{p}" for p in pieces), *words]
-    path.write_text("\n".join(dict.fromkeys(tokens)) + "\n")
-    return path
+    return {token: i for i, token in enumerate(dict.fromkeys(tokens))}
 
 
 def _save(model: torch.nn.Module, tokenizer, out: Path) -> Path:
@@ -43,10 +44,10 @@ def _save(model: torch.nn.Module, tokenizer, out: Path) -> Path:
 
 
 def build(root: Path) -> dict[str, Path]:
-    """Directories {"ner", "sentiment", "summary"} under ``root``, each a loadable model."""
+    """Directories {"ner", "sentiment", "summary", "cased-ner"} under ``root``, each a loadable model."""
     torch.manual_seed(0)
-    vocab = _vocab(root / "vocab.txt")
-    n = len(vocab.read_text().split())
+    vocab = _vocab()
+    n = len(vocab)
     bert = BertConfig(
         vocab_size=n, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37, **SMALL,
         id2label=dict(enumerate(NER_LABELS)), label2id={label: i for i, label in enumerate(NER_LABELS)},
@@ -55,10 +56,11 @@ def build(root: Path) -> dict[str, Path]:
         vocab_size=n, dim=32, n_layers=2, n_heads=2, hidden_dim=37, **SMALL,
         id2label={0: "NEGATIVE", 1: "POSITIVE"}, label2id={"NEGATIVE": 0, "POSITIVE": 1},
     )  # fmt: skip
+    # transformers 5 ignores a vocab_file argument (the tokenizer would know only its special tokens).
     paths = {
-        "ner": _save(BertForTokenClassification(bert), BertTokenizer(vocab_file=str(vocab)), root / "bert-ner"),
+        "ner": _save(BertForTokenClassification(bert), BertTokenizer(vocab=vocab), root / "bert-ner"),
         "sentiment": _save(
-            DistilBertForSequenceClassification(distil), DistilBertTokenizer(vocab_file=str(vocab)), root / "distilbert"
+            DistilBertForSequenceClassification(distil), DistilBertTokenizer(vocab=vocab), root / "distilbert"
         ),
     }
 
@@ -81,4 +83,7 @@ def build(root: Path) -> dict[str, Path]:
         pad_token_id=1, bos_token_id=0, eos_token_id=2, decoder_start_token_id=2, forced_eos_token_id=2,
     )  # fmt: skip
     paths["summary"] = _save(BartForConditionalGeneration(bart), bart_tokenizer, root / "bart")
+    # Built last so the models above keep their weights.
+    cased = BertTokenizer(vocab=vocab, do_lower_case=False)
+    paths["cased-ner"] = _save(BertForTokenClassification(bert), cased, root / "bert-ner-cased")
     return paths
