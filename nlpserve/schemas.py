@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -165,7 +166,11 @@ class ErrorResponse(BaseModel):
 
 
 ERRORS: dict[int | str, dict] = {
-    400: {"model": ErrorResponse, "description": "Malformed JSON, invalid UTF-8 or a bad Content-Length."},
+    400: {
+        "model": ErrorResponse,
+        "description": "Malformed JSON, invalid UTF-8, a bad Content-Length, or a Host not in allowed_hosts.",
+    },
+    403: {"model": ErrorResponse, "description": "A cross-site browser request from an origin not in cors_origins."},
     413: {"model": ErrorResponse, "description": "Body, text or batch over its configured limit."},
     503: {"description": "Overloaded: the request queue is full; retry after `Retry-After` seconds."},
 }
@@ -198,6 +203,30 @@ class IngressSettings(_Settings):
     token_cache_ttl_s: float = Field(300.0, gt=0)
     result_cache_size: int = Field(1000, ge=0, description="Per-task results kept; 0 turns the cache off.")
     result_cache_ttl_s: float = Field(300.0, gt=0)
+    allowed_hosts: list[str] = Field(
+        ["127.0.0.1", "localhost", "[::1]"],
+        description="Host names (any port) requests may be sent to, against DNS rebinding; `*`: any, for behind a "
+        "proxy that checks them.",
+    )
+    cors_origins: list[str] = Field(
+        [], description="Other sites (`https://host[:port]`) whose pages may call the API (CORS); `*`: every site."
+    )
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _host_names(cls, hosts: list[str]) -> list[str]:
+        for h in hosts:
+            if not re.fullmatch(r"\*|[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]", h):
+                raise ValueError(f"{h!r} is not a host name like 'nlp.example.com' or '[::1]' (no scheme, no port)")
+        return [h.lower() for h in hosts]
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        for o in origins:
+            if not re.fullmatch(r"\*|https?://[^/?#\s]+", o, re.IGNORECASE):
+                raise ValueError(f"{o!r} is not an origin like 'https://app.example:8443' (no path, no trailing /)")
+        return [o.lower() for o in origins]
 
 
 class TaskSettings(_Settings):

@@ -27,7 +27,7 @@ def _load(name: str) -> ServeDeploySchema:
 
 
 def test_cluster_config_is_the_single_node_graph_with_two_replicas_each():
-    """No Ray: config/cluster.yaml is config/config.yaml but for the host and the replica counts."""
+    """No Ray: config/cluster.yaml is config/config.yaml but for the host, the replica counts and allowed_hosts."""
     single, cluster = _load("config.yaml"), _load("cluster.yaml")
     assert cluster.proxy_location.value == "EveryNode" and cluster.http_options.host == "0.0.0.0"
     expected = single.model_dump(exclude_unset=True)
@@ -35,6 +35,8 @@ def test_cluster_config_is_the_single_node_graph_with_two_replicas_each():
     for app in expected["applications"]:
         for d in app["deployments"]:
             d["num_replicas"] = 2
+            if d["name"] == "Ingress":
+                d["user_config"]["allowed_hosts"] = ["*"]
     assert cluster.model_dump(exclude_unset=True) == expected
     (app,) = cluster.applications
     assert {d.name for d in app.deployments} == {"Ingress", *TASKS}
