@@ -52,7 +52,7 @@ class TaskReplica:
                 self.device = choose_device()
                 self.model.to(self.device)
         self.apply(settings)
-        self.model_info = {**self.model.info(), "device": str(self.device)}
+        self.model_info = {**self.model.info(), "device": str(self.device), "settings": settings.answer_hash}
 
     def _ready(self) -> None:
         if self.model is None:  # bound without a user_config: Serve never calls reconfigure
@@ -100,9 +100,11 @@ class TaskReplica:
                 self.counts["cancelled"] += 1
                 raise
         done = time.perf_counter()
+        # A head's answers also depend on the kernel that made its vectors (the result cache keys on it).
+        kernels = ",".join(sorted({e.kernel for e in encoded}))
         return {
             "results": results,
-            "model": self.model_info,
+            "model": {**self.model_info, "encoder": kernels} if encoded else self.model_info,
             "get_ms": (got - start) * 1000,
             "encode_ms": sum(e.compute_ms for e in encoded) if encoded else None,
             "compute_ms": (done - began) * 1000,

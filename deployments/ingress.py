@@ -183,10 +183,12 @@ class Ingress:
             on_call=self.metrics.call,
         )
         self.results: ResultCache | None = None
+        self.caches: tuple | None = None  # the settings the caches were made with
+        self.asking: asyncio.Future | None = None  # the round of info() calls in flight, if any
         self.reconfigure({})
 
     def reconfigure(self, config: dict) -> None:
-        """Apply the deployment's user_config; the caches start empty."""
+        """Apply the deployment's user_config; the caches start empty when their own settings change."""
         self.settings = s = IngressSettings(**config)
         self.analyze_items.set_max_batch_size(s.max_batch_size)
         self.analyze_items.set_batch_wait_timeout_s(s.batch_wait_timeout_s)
@@ -196,6 +198,10 @@ class Ingress:
         self.pipeline.max_text_tokens = s.max_text_tokens
         self.pipeline.max_request_tokens = s.max_request_tokens
         api.state.settings = s
+        caches = (s.token_cache_bytes, s.token_cache_ttl_s, s.result_cache_size, s.result_cache_ttl_s)
+        if caches == self.caches:  # keyed on texts and on what made each answer: still right
+            return
+        self.caches = caches
         self.pipeline.set_cache(
             lambda: TokenCache(s.token_cache_bytes, s.token_cache_ttl_s) if s.token_cache_bytes else None
         )
@@ -234,6 +240,34 @@ class Ingress:
         """What each task's model and each encoder reads (tokenizer, encoder)."""
         return await self._ask("inputs", {**self.handles, **self.encoders})
 
+    async def _cached(self, texts: list[str], tasks: tuple[str, ...]) -> list[dict]:
+        """Per text, the tasks the result cache answers: only with answers made by what answers each
+        task now. A first look uses what answered last; only if it finds something are the replicas
+        asked what answers now (one round shared by concurrent requests)."""
+        if not self.results:
+            return [{} for _ in texts]
+        now = await self._answering_now() if any(self.results.might_hit(t, tasks) for t in texts) else {}
+        now = {task: info for task, info in now.items() if not isinstance(info, BaseException)}
+        cached = [self.results.lookup(text, tasks, now) for text in texts]
+        hits = sum(map(len, cached))
+        self.metrics.result_cache(hits=hits, misses=len(tasks) * len(texts) - hits)
+        return cached
+
+    async def _answering_now(self) -> dict[str, dict | BaseException]:
+        """Per task, what answers it now, as its answers' ``models`` say: the model, its settings and
+        device, and for a head the kernel of the encoder it reads; or why that is not known."""
+        if self.asking is None or self.asking.done():
+            self.asking = asyncio.ensure_future(self._ask("info", {**self.handles, **self.encoders}))
+        infos = await asyncio.shield(self.asking)
+        now = {}
+        for task in self.handles:
+            info, encoder = infos[task], self.pipeline.encoder_of.get(task)
+            if encoder and not isinstance(info, BaseException):
+                kernel = infos[encoder]
+                info = kernel if isinstance(kernel, BaseException) else {**info, "encoder": kernel["kernel"]}
+            now[task] = info
+        return now
+
     def _check_length(self, text: str, where: str) -> None:
         limit = self.settings.max_text_chars
         if len(text) > limit:
@@ -245,10 +279,7 @@ class Ingress:
         """One answer per text: the tasks the result cache has, the others from one batched request."""
         received = time.perf_counter()
         deadline = None if deadline_ms is None else received + deadline_ms / 1000
-        cached = [self.results.lookup(text, tasks) if self.results else {} for text in texts]
-        if self.results:
-            hits = sum(map(len, cached))
-            self.metrics.result_cache(hits=hits, misses=len(tasks) * len(texts) - hits)
+        cached = await self._cached(texts, tasks)
         items = {
             i: Item(text, missing, received, deadline, label=label)
             for i, (text, label, found) in enumerate(zip(texts, labels, cached))
@@ -322,13 +353,13 @@ class Ingress:
     async def healthz(self) -> dict:
         return {"status": "ok"}
 
-    @api.get("/version", response_model=VersionResponse)
+    @api.get("/version", response_model=VersionResponse, response_model_exclude_none=True)
     async def version(self) -> dict:
         """Asked of the task replicas on every call, so it follows redeploys and reconfigures."""
-        infos = await self._ask("info", self.handles)
-        tasks = {name: {"error": describe(a)} if isinstance(a, BaseException) else a for name, a in infos.items()}
         if self.pipeline.stale:
             await self.pipeline.refresh()
+        infos = await self._answering_now()
+        tasks = {name: {"error": describe(a)} if isinstance(a, BaseException) else a for name, a in infos.items()}
         groups = self.pipeline.group_info()
         return {"service": metadata.version("nlpserve"), "tokenizer_groups": groups, "tasks": tasks}
 

@@ -1,7 +1,8 @@
-"""The result cache: per-task answers keyed on the text and the model that made them."""
+"""The result cache: per-task answers keyed on the text and everything that made them."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -9,37 +10,44 @@ from collections.abc import Callable
 from cachetools import TTLCache
 
 
-class ResultCache:
-    """Answers keyed on (text, task, model name, version, checksum), LRU with a TTL.
+def _made_by(model: dict) -> str:
+    """The model, its settings, device and (for a head) encoder kernel, as one key part."""
+    return json.dumps(model, sort_keys=True)
 
-    Lookups use the model of each task's latest answer, so once a task's model changes its
-    older answers are never served again. Error answers are not stored.
+
+class ResultCache:
+    """Answers keyed on (text, task, the full description of what made the answer: model name, version,
+    checksum, device, settings hash and, for a head, the encoder kernel), LRU with a TTL.
+
+    ``lookup`` takes, per task, the description of what answers that task *now* (the caller asks the
+    replicas), so an answer made by another model or other settings is never served, in whichever
+    order they were swapped. ``latest`` remembers what answered each task last, for a first look
+    before asking. Error answers are not stored.
     """
 
     def __init__(self, size: int, ttl_s: float, timer: Callable[[], float] = time.monotonic) -> None:
         self.entries: TTLCache = TTLCache(size, ttl_s, timer=timer)
-        self.latest: dict[str, dict] = {}  # per task, the model of its latest answer
+        self.latest: dict[str, dict] = {}  # per task, what made its latest stored answer
         self.counts: Counter[str] = Counter()
 
-    def _key(self, text: str, task: str) -> tuple | None:
-        model = self.latest.get(task)
-        return (text, task, model["name"], model["version"], model["checksum"]) if model else None
-
-    def lookup(self, text: str, tasks: tuple[str, ...]) -> dict[str, tuple[object, dict]]:
-        """(answer, model) of each of ``tasks`` whose answer for ``text`` is cached."""
+    def lookup(self, text: str, tasks: tuple[str, ...], current: dict[str, dict]) -> dict[str, tuple[object, dict]]:
+        """(answer, model) of each of ``tasks`` whose answer for ``text`` by ``current[task]`` is cached."""
         found = {}
         for task in tasks:
-            key = self._key(text, task)
-            hit = self.entries.get(key) if key else None
+            hit = self.entries.get((text, task, _made_by(current[task]))) if task in current else None
             self.counts["hits" if hit else "misses"] += 1
             if hit:
                 found[task] = hit
         return found
 
+    def might_hit(self, text: str, tasks: tuple[str, ...]) -> bool:
+        """Whether an answer for ``text`` by what last answered one of ``tasks`` is cached (not counted)."""
+        return any((text, t, _made_by(self.latest[t])) in self.entries for t in tasks if t in self.latest)
+
     def store(self, text: str, result: dict) -> None:
         """Remember the answers of an /analyze result (its ``models`` say who made them)."""
         for task, model in result["models"].items():
-            self.latest[task] = model
             answer = result[task]
             if not (isinstance(answer, dict) and "error" in answer):
-                self.entries[self._key(text, task)] = (answer, model)
+                self.latest[task] = model
+                self.entries[(text, task, _made_by(model))] = (answer, model)

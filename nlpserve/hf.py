@@ -94,15 +94,17 @@ class HFTask:
         self.stride = stride
         self.max_batch_tokens = max_batch_tokens
         self.device = torch.device("cpu")
-        weights = cached_file(ref, "model.safetensors", _raise_exceptions_for_missing_entries=False)
-        self.checksum = checksum(Path(weights)) if weights else ""
+        # Everything the answers depend on: all weight shards, the config and the tokenizer files.
+        self.checksum = checksum(Path(cached_file(ref, "config.json")).parent)
 
     def to(self, device: torch.device) -> None:
         self.model.to(device)
         self.device = device
 
     def info(self) -> dict:
-        return {"name": self.ref, "version": self.model.config.transformers_version or "", "checksum": self.checksum}
+        # The hub snapshot's commit when it came from the hub; a local directory has none.
+        version = getattr(self.model.config, "_commit_hash", None) or "local"
+        return {"name": self.ref, "version": version, "checksum": self.checksum}
 
     def _pieces(self, batch: TokenBatch, rows: list[int]) -> list:
         """Windows of ``rows`` (see window_pieces; a piece's row index is a position in ``rows``)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Annotated, Literal
 
@@ -116,6 +117,8 @@ class ModelInfo(BaseModel):
     version: str
     checksum: str
     device: str | None = Field(None, description="Where the replica runs the model: cpu or cuda:0.")
+    settings: str | None = Field(None, description="Hash of the task settings that shape its answers.")
+    encoder: str | None = Field(None, description="Kernel of the shared encoder whose vectors this head read.")
 
 
 class TaskTiming(BaseModel):
@@ -250,6 +253,13 @@ class TaskSettings(_Settings):
     def load_key(self) -> tuple:
         """What a new model must be loaded for when it changes."""
         return self.backend, self.model, self.window, self.stride
+
+    @property
+    def answer_hash(self) -> str:
+        """A hash of every setting that can change an answer (all but the thread count): the result
+        cache keys on it, so a reconfigured task is never answered from before."""
+        shaping = self.model_dump_json(exclude={"torch_threads"})
+        return hashlib.sha256(f"{type(self).__name__}:{shaping}".encode()).hexdigest()[:16]
 
 
 class NERSettings(TaskSettings):

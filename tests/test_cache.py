@@ -2,8 +2,11 @@
 
 from nlpserve.cache import ResultCache
 
-V1 = {"name": "m", "version": "1", "checksum": "aaa"}
-V2 = {"name": "m", "version": "2", "checksum": "bbb"}
+V1 = {"name": "m", "version": "1", "checksum": "aaa", "settings": "s1"}
+V2 = {"name": "m", "version": "2", "checksum": "bbb", "settings": "s1"}
+V1_RESET = {**V1, "settings": "s2"}  # the same model, reconfigured (e.g. another summary ratio)
+V1_INT8 = {**V1, "encoder": "onnx-int8"}  # a head over vectors of another encoder kernel
+ALL = {"ner": V1, "sentiment": V1, "summary": V1}
 
 
 def answer(task_models: dict, value: str) -> dict:
@@ -12,29 +15,34 @@ def answer(task_models: dict, value: str) -> dict:
 
 def test_hits_per_task_whatever_the_task_set():
     cache = ResultCache(10, 300)
-    assert cache.lookup("t", ("sentiment",)) == {}  # nothing known yet
+    assert cache.lookup("t", ("sentiment",), ALL) == {}  # nothing stored yet
     cache.store("t", answer({"sentiment": V1, "ner": V1}, "x"))
-    assert cache.lookup("t", ("sentiment",)) == {"sentiment": ({"label": "x"}, V1)}
-    assert set(cache.lookup("t", ("ner", "sentiment", "summary"))) == {"ner", "sentiment"}
-    assert cache.lookup("other text", ("ner",)) == {}
-    assert cache.counts["hits"] == 3 and cache.counts["misses"] == 3
+    assert cache.lookup("t", ("sentiment",), ALL) == {"sentiment": ({"label": "x"}, V1)}
+    assert set(cache.lookup("t", ("ner", "sentiment", "summary"), ALL)) == {"ner", "sentiment"}
+    assert cache.lookup("other text", ("ner",), ALL) == {}
+    assert cache.lookup("t", ("ner",), {}) == {}  # what answers ner now is unknown: no hit
+    assert cache.counts["hits"] == 3 and cache.counts["misses"] == 4
+    assert cache.latest == {"sentiment": V1, "ner": V1}
 
 
-def test_a_new_model_version_never_gets_old_answers():
+def test_answers_come_only_from_the_current_model_and_settings_in_either_order_of_a_swap():
     cache = ResultCache(10, 300)
-    cache.store("t", answer({"sentiment": V1}, "old"))
-    cache.store("u", answer({"sentiment": V2}, "new"))  # the task's model changed
-    assert cache.lookup("t", ("sentiment",)) == {}
-    assert cache.lookup("u", ("sentiment",)) == {"sentiment": ({"label": "new"}, V2)}
+    cache.store("t", answer({"sentiment": V1}, "v1"))
+    for now in (V2, V1_RESET, V1_INT8):  # swapped to another model, settings or encoder kernel
+        assert cache.lookup("t", ("sentiment",), {"sentiment": now}) == {}
+    cache.store("t", answer({"sentiment": V2}, "v2"))
+    assert cache.lookup("t", ("sentiment",), {"sentiment": V2}) == {"sentiment": ({"label": "v2"}, V2)}
+    # Swapped back: the newer answer, stored last, is not served for the older model.
+    assert cache.lookup("t", ("sentiment",), {"sentiment": V1}) == {"sentiment": ({"label": "v1"}, V1)}
 
 
 def test_errors_are_not_stored_and_entries_expire_and_are_evicted():
     now = [0.0]
     cache = ResultCache(2, 300, timer=lambda: now[0])
     cache.store("t", {"models": {"ner": V1}, "ner": {"error": "ner timed out after 30 s"}})
-    assert cache.lookup("t", ("ner",)) == {}
+    assert cache.lookup("t", ("ner",), ALL) == {} and cache.latest == {}
     for text in ("a", "b", "c"):  # size 2: "a" is evicted
         cache.store(text, answer({"ner": V1}, text))
-    assert cache.lookup("a", ("ner",)) == {} and set(cache.lookup("c", ("ner",))) == {"ner"}
+    assert cache.lookup("a", ("ner",), ALL) == {} and set(cache.lookup("c", ("ner",), ALL)) == {"ner"}
     now[0] = 301.0
-    assert cache.lookup("c", ("ner",)) == {}
+    assert cache.lookup("c", ("ner",), ALL) == {}

@@ -98,3 +98,18 @@ def test_remote_code_is_never_run(tiny_models, tmp_path):
     (path / "evil.py").write_text("raise SystemExit('remote code ran')\n")
     with pytest.raises(ModelLoadError, match="ner: cannot load token-classification model .*config.json"):
         load("ner", "token-classification", str(path))
+
+
+def test_the_checksum_covers_every_weight_shard_and_the_version_is_not_the_library_version(tiny_models, tmp_path):
+    model, tokenizer = load("sentiment", "text-classification", str(tiny_models["sentiment"]))
+    model.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
+    tokenizer.save_pretrained(tmp_path / "sharded")
+    assert len(list((tmp_path / "sharded").glob("*.safetensors"))) > 1
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)  # another model, same shapes
+    model.save_pretrained(tmp_path / "changed", max_shard_size="20KB")
+    tokenizer.save_pretrained(tmp_path / "changed")
+    sharded = SequenceClassifier("sentiment", str(tmp_path / "sharded")).info()
+    changed = SequenceClassifier("sentiment", str(tmp_path / "changed")).info()
+    assert len(sharded["checksum"]) == 12 and sharded["checksum"] != changed["checksum"]
+    assert sharded["version"] == "local"  # a directory: no hub commit (was transformers' own version)
