@@ -24,13 +24,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt, wait_exponential
 from tqdm import tqdm
 
+from nlpserve.client import AsyncClient, ServiceError
 from nlpserve.schemas import TASKS
-
-BACKOFF = wait_exponential(multiplier=0.5, max=10)
-MAX_RETRY_AFTER_S = 60  # a bigger Retry-After would stall the run; the service sends 1
 
 
 @dataclass
@@ -74,44 +71,16 @@ def done_lines(path: Path) -> set[int]:
     return {r["line"] for _, r in keep}
 
 
-def _retryable(error: BaseException) -> bool:
-    if isinstance(error, httpx.HTTPStatusError):
-        status = error.response.status_code
-        return status == 429 or status >= 500
-    return isinstance(error, httpx.TransportError)
-
-
-def _wait(state: RetryCallState) -> float:
-    """The service's Retry-After (seconds) when it sent one, else exponential backoff."""
-    error = state.outcome.exception()  # set: tenacity waits only after an attempt
-    after = error.response.headers.get("Retry-After", "") if isinstance(error, httpx.HTTPStatusError) else ""
-    return min(int(after), MAX_RETRY_AFTER_S) if after.isdigit() else BACKOFF(state)
-
-
 def _task_errors(result: dict, tasks: list[str]) -> dict[str, dict]:
     """The asked tasks that answered {"error": ..., "code": ...} instead of a result."""
     return {t: result[t] for t in tasks if isinstance(result.get(t), dict) and "error" in result[t]}
 
 
 class Runner:
-    def __init__(self, url: str, tasks: list[str], out, errors, retries: int, deadline_ms: int, bar: tqdm) -> None:
-        self.url, self.tasks, self.out, self.errors, self.bar = url, tasks, out, errors, bar
-        self.retries, self.deadline_ms = retries, deadline_ms
+    def __init__(self, client: AsyncClient, tasks: list[str], out, errors, deadline_ms: int, bar: tqdm) -> None:
+        self.client, self.tasks, self.out, self.errors, self.bar = client, tasks, out, errors, bar
+        self.deadline_ms = deadline_ms
         self.counts = {"ok": 0, "failed": 0, "retry": 0}
-
-    async def post(self, client: httpx.AsyncClient, path: str, body: dict) -> dict:
-        retrying = AsyncRetrying(
-            retry=retry_if_exception(_retryable),
-            stop=stop_after_attempt(self.retries + 1),
-            wait=_wait,
-            reraise=True,
-        )
-        async for attempt in retrying:
-            with attempt:
-                r = await client.post(self.url + path, json=body)
-                r.raise_for_status()
-                return r.json()
-        raise AssertionError("unreachable")
 
     def write_results(self, lines: list[Line], results: list[dict]) -> None:
         done = []
@@ -138,32 +107,26 @@ class Runner:
             self.write_error(x.number, _describe(error), retry)
         self.bar.update(len(lines))
 
-    async def batch(self, client: httpx.AsyncClient, lines: list[Line], limit: asyncio.Semaphore) -> None:
+    async def batch(self, lines: list[Line], limit: asyncio.Semaphore) -> None:
+        """Sends ``lines`` (the client retries) and records the answers, or why there are none."""
         async with limit:
-            body = {"texts": [x.text for x in lines], "tasks": self.tasks, "deadline_ms": self.deadline_ms}
             try:
-                answer = await self.post(client, "/analyze/batch", body)
-                self.write_results(lines, answer["results"])
+                results = await self.client.analyze_batch([x.text for x in lines], self.tasks, self.deadline_ms)
+                self.write_results(lines, results)
                 return
-            except httpx.HTTPStatusError as e:
-                if _retryable(e) or len(lines) == 1:
-                    self.fail(lines, e, retry=_retryable(e))
+            except ServiceError as e:
+                if e.retryable or len(lines) == 1:
+                    self.fail(lines, e, retry=e.retryable)
                     return
             except httpx.TransportError as e:
                 self.fail(lines, e, retry=True)
                 return
         for x in lines:  # the service refused the batch: find the line(s) it refuses, one by one
-            await self.batch(client, [x], limit)
+            await self.batch([x], limit)
 
 
 def _describe(error: Exception) -> str:
-    if isinstance(error, httpx.HTTPStatusError):
-        try:
-            detail = error.response.json().get("detail")
-        except ValueError:
-            detail = error.response.text[:300]
-        return f"HTTP {error.response.status_code}: {detail}"
-    return f"{type(error).__name__}: {error}"
+    return str(error) if isinstance(error, ServiceError) else f"{type(error).__name__}: {error}"
 
 
 def deadline_ms(timeout_s: float) -> int:
@@ -187,13 +150,13 @@ async def analyze(args: argparse.Namespace, url: str) -> dict:
                 else:
                     todo.append(parsed)
         with tqdm(total=len(todo), unit="text", desc="analyze", disable=args.quiet) as bar:
-            runner = Runner(url, args.tasks, out, errors, args.retries, deadline_ms(args.timeout), bar)
-            for number, reason in bad:
-                runner.write_error(number, reason)
-            limit = asyncio.Semaphore(args.concurrency)
-            chunks = [todo[i : i + args.batch_size] for i in range(0, len(todo), args.batch_size)]
-            async with httpx.AsyncClient(timeout=args.timeout) as client:
-                await asyncio.gather(*(runner.batch(client, c, limit) for c in chunks))
+            async with AsyncClient(url, timeout=args.timeout, retries=args.retries) as client:
+                runner = Runner(client, args.tasks, out, errors, deadline_ms(args.timeout), bar)
+                for number, reason in bad:
+                    runner.write_error(number, reason)
+                limit = asyncio.Semaphore(args.concurrency)
+                chunks = [todo[i : i + args.batch_size] for i in range(0, len(todo), args.batch_size)]
+                await asyncio.gather(*(runner.batch(c, limit) for c in chunks))
     return {"skipped": len(done), **runner.counts}
 
 
@@ -232,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
     args.errors = args.errors or args.output.with_suffix(".errors.jsonl")
 
     if args.url:
-        summary = asyncio.run(analyze(args, args.url.rstrip("/")))
+        summary = asyncio.run(analyze(args, args.url))
     else:
         from nlpserve import local
 

@@ -1,18 +1,21 @@
 """The batch CLI: input parsing, resume bookkeeping, and its requests, against a fake service
-(an http.server in a thread answering /analyze/batch like the real one), so no Ray is needed."""
+(an http.server in a thread answering like the real one, also used by test_client.py), so no Ray is needed."""
 
 import json
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from nlpserve.cli import Line, done_lines, main, parse
+from nlpserve.schemas import TASKS
 
-# What the fake service does with a request body: (status, headers, JSON answer), or None to never answer.
-Respond = Callable[[dict], tuple[int, dict, dict] | None]
+# What the fake service does with a request's path and JSON body (None for a GET): (status, headers, JSON
+# answer), or None to never answer.
+Respond = Callable[[str, dict | None], tuple[int, dict, dict] | None]
 TIMINGS = {"batch_size": 1, "queue_ms": 0.0, "tokenize_ms": 0.0, "put_ms": 0.0, "tasks": {}}
 
 
@@ -24,21 +27,40 @@ def answer(text: str, tasks: list[str], failed: dict[str, str] | None = None) ->
     return result | {"models": {}, "timings": TIMINGS}
 
 
-def all_ok(body: dict) -> tuple[int, dict, dict]:
-    return 200, {}, {"results": [answer(t, body["tasks"]) for t in body["texts"]]}
+def all_ok(path: str, body: dict | None) -> tuple[int, dict, dict]:
+    """/healthz, or /analyze and /analyze/batch with every task done."""
+    if path == "/healthz":
+        return 200, {}, {"status": "ok"}
+    tasks = body.get("tasks", list(TASKS))
+    if path == "/analyze":
+        return 200, {}, answer(body["text"], tasks)
+    return 200, {}, {"results": [answer(t, tasks) for t in body["texts"]]}
+
+
+@dataclass
+class Request:
+    at: float  # time.monotonic() on arrival
+    method: str
+    path: str
+    body: dict | None
 
 
 class FakeService:
     def __init__(self) -> None:
         self.respond: Respond = all_ok
-        self.requests: list[tuple[float, dict]] = []  # (time.monotonic() on arrival, body)
+        self.requests: list[Request] = []
         service = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.reply_to(None)
+
             def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                service.requests.append((time.monotonic(), body))
-                reply = service.respond(body)
+                self.reply_to(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+
+            def reply_to(self, body: dict | None) -> None:
+                service.requests.append(Request(time.monotonic(), self.command, self.path, body))
+                reply = service.respond(self.path, body)
                 if reply is None:
                     time.sleep(1)  # past the client's timeout; then the connection just closes
                     return
@@ -58,17 +80,21 @@ class FakeService:
         self.url = f"http://127.0.0.1:{self.server.server_port}"
 
     def texts(self) -> list[str]:
-        return [t for _, body in self.requests for t in body["texts"]]
+        return [t for r in self.requests for t in r.body["texts"]]
+
+    def __enter__(self) -> "FakeService":
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 @pytest.fixture
 def service():
-    fake = FakeService()
-    thread = threading.Thread(target=fake.server.serve_forever, daemon=True)
-    thread.start()
-    yield fake
-    fake.server.shutdown()
-    fake.server.server_close()
+    with FakeService() as fake:
+        yield fake
 
 
 def run(service: FakeService, tmp_path, lines: list[bytes], *options: str) -> tuple[dict, dict]:
@@ -106,7 +132,7 @@ def test_done_lines_reads_finished_lines_and_cuts_a_torn_last_line(tmp_path):
 
 def test_a_degraded_line_goes_to_the_errors_file_and_is_retried_on_resume(service, tmp_path):
     lines = [json.dumps(t).encode() for t in ("fine", "unlucky", "also fine")]
-    service.respond = lambda body: (
+    service.respond = lambda path, body: (
         200,
         {},
         {"results": [answer(t, body["tasks"], {"ner": "timeout"} if t == "unlucky" else None) for t in body["texts"]]},
@@ -133,20 +159,20 @@ def test_a_line_of_bad_utf8_is_an_error_with_its_number_and_the_rest_is_analyzed
 
 
 def test_a_503_is_retried_after_its_retry_after(service, tmp_path):
-    def respond(body: dict) -> tuple[int, dict, dict]:
+    def respond(path: str, body: dict) -> tuple[int, dict, dict]:
         if len(service.requests) == 1:
             return 503, {"Retry-After": "1"}, {"detail": "overloaded"}
-        return all_ok(body)
+        return all_ok(path, body)
 
     service.respond = respond
     out, errors = run(service, tmp_path, [b'"one"', b'"two"'])
     assert out.keys() == {1, 2} and errors == {}
-    (first, _), (second, _) = service.requests
+    first, second = (r.at for r in service.requests)
     assert second - first >= 0.95  # the service's 1 s, not the first backoff step (0.5 s)
 
 
 def test_a_read_timeout_is_retried_at_most_retries_times_and_the_lines_are_kept_for_the_next_run(service, tmp_path):
-    service.respond = lambda body: None
+    service.respond = lambda path, body: None
     out, errors = run(service, tmp_path, [b'"slow"', b'"slower"'], "--timeout", "0.2", "--retries", "2")
     assert len(service.requests) == 3  # the first try and 2 retries
     assert out == {}
@@ -155,4 +181,18 @@ def test_a_read_timeout_is_retried_at_most_retries_times_and_the_lines_are_kept_
 
 def test_each_request_asks_the_service_to_answer_before_the_client_times_out(service, tmp_path):
     run(service, tmp_path, [b'"one"'], "--timeout", "30")
-    assert [body["deadline_ms"] for _, body in service.requests] == [27_000]
+    assert [r.body["deadline_ms"] for r in service.requests] == [27_000]
+
+
+def test_a_refused_batch_is_split_and_only_the_refused_line_is_a_final_error(service, tmp_path):
+    def respond(path: str, body: dict) -> tuple[int, dict, dict]:
+        if "huge" in body["texts"]:
+            return 413, {}, {"detail": "a text is over max_text_chars (100000)"}
+        return all_ok(path, body)
+
+    service.respond = respond
+    out, errors = run(service, tmp_path, [b'"small"', b'"huge"', b'"also small"'])
+    assert out.keys() == {1, 3}
+    assert errors == {2: {"line": 2, "error": "HTTP 413: a text is over max_text_chars (100000)", "retry": False}}
+    whole, *one_by_one = (r.body["texts"] for r in service.requests)
+    assert whole == ["small", "huge", "also small"] and one_by_one == [["small"], ["huge"], ["also small"]]
