@@ -33,7 +33,8 @@ class IngressMetrics:
             self._lookups("token", unique_texts - tokenized, tokenized)
 
     def call(self, task: str, timing: dict, code: str | None) -> None:
-        """One task call of a batch; ``code`` says how it failed (timeout, failed, unavailable)."""
+        """One task call of a batch; ``code`` says how it failed: the task error's code, ``failed``, ``timeout``
+        or ``unavailable`` (README, Metrics). A request's ``deadline_exceeded`` is no failed call: not counted."""
         self.task_latency.observe(timing["call_ms"], tags={"task": task})
         if timing.get("compute_ms") is not None:
             self.task_compute.observe(timing["compute_ms"], tags={"task": task})

@@ -1,4 +1,5 @@
-"""RequestGuard without Ray: Host names, cross-site browser requests and CORS (issue 15)."""
+"""RequestGuard without Ray: Host names, cross-site browser requests and CORS, so that DNS-rebinding and
+other sites' pages cannot make a visitor's browser use the service (README, API)."""
 
 import pytest
 from fastapi import FastAPI

@@ -1,6 +1,7 @@
 """The trained sentiment head file: its metadata, its rebuilt architecture and its labels, without Ray."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -25,17 +26,55 @@ def stored() -> tuple[dict[str, str], dict[str, torch.Tensor]]:
         return f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
 
 
-def test_head_labels_clear_reviews_through_the_served_path(tokenizer, model):
+def reference_probabilities(meta: dict[str, str], tensors: dict[str, torch.Tensor], rows: list) -> np.ndarray:
+    """The head written out in float64 numpy from the file alone (its metadata and tensors), one text at
+    a time, no padding: pool (mean, or softmax(x . query) weights), L2-normalise, scale by sqrt(dim), then
+    a linear layer or Linear -> exact GELU -> Linear, then softmax."""
+    arch = json.loads(meta["architecture"])
+    t = {k: v.double().numpy() for k, v in tensors.items()}
+    erf = np.vectorize(math.erf)
+    out = []
+    for x in rows:
+        x = np.asarray(x, dtype=np.float64)
+        pooled = []
+        for kind in arch["pooling"].split("+"):
+            if kind == "mean":
+                p = x.mean(0)
+            else:
+                a = x @ t["query"]
+                w = np.exp(a - a.max())
+                p = (w / w.sum()) @ x
+            pooled.append(p / np.linalg.norm(p) * math.sqrt(arch["dim"]))
+        h = np.concatenate(pooled)
+        if arch["hidden"]:
+            h = t["classifier.0.weight"] @ h + t["classifier.0.bias"]
+            h = 0.5 * h * (1 + erf(h / math.sqrt(2)))
+            logits = t["classifier.3.weight"] @ h + t["classifier.3.bias"]
+        else:
+            logits = t["classifier.1.weight"] @ h + t["classifier.1.bias"]
+        e = np.exp(logits - logits.max())
+        out.append(e / e.sum())
+    return np.array(out)
+
+
+def test_head_labels_clear_reviews_through_the_served_path(tokenizer, model, stored):
     texts = [
         "I absolutely loved this phone. The battery lasts forever and the screen is gorgeous. Best purchase ever!",
         "Terrible product. It broke after two days, support was rude and I want my money back. Awful.",
     ]
     batch = tokenizer(texts)
     (encoded,) = Encoder().encode([(batch, [0, 1])])
-    out = model(batch, [0, 1], [encoded.row(0), encoded.row(1)])
+    rows = [encoded.row(0), encoded.row(1)]
+    out = model(batch, [0, 1], rows)
     assert [r["label"] for r in out] == ["positive", "negative"]
-    for r in out:
-        assert set(r) == {"label", "score"} and 1 / 3 < r["score"] <= 1.0
+    # Label and score are the argmax and the max of the head's probabilities, computed independently
+    # (any argmax of 3 classes scores over 1/3); clear reviews get a confident score (0.99, 0.998 here).
+    labels = stored[0]["labels"].split(",")
+    for r, p in zip(out, reference_probabilities(*stored, rows)):
+        assert set(r) == {"label", "score"}
+        assert r["label"] == labels[int(p.argmax())]
+        assert abs(r["score"] - p.max()) < 1e-5, (r, p)
+        assert r["score"] > 0.9
 
 
 def test_rebuilt_head_matches_the_file_metadata_and_tensors(model, stored):
