@@ -179,3 +179,48 @@ def test_logs_never_echo_request_texts(url):
     files = [p for p in Path(logs).rglob("*") if p.is_file()]
     assert files
     assert [p.name for p in files if marker.encode() in p.read_bytes()] == []
+
+
+def _object_store() -> tuple[float, int]:
+    """(MiB, objects) in this node's object store, from the raylet (no dashboard needed)."""
+    import re
+
+    from ray._private.internal_api import memory_summary
+
+    summary = memory_summary(address=ray.get_runtime_context().gcs_address, stats_only=True)
+    found = re.search(r"Plasma memory usage (\d+) MiB, (\d+) objects", summary)
+    assert found, summary
+    return float(found[1]), int(found[2])
+
+
+def _mixed(url: str, k: int) -> int:
+    """Request ``k`` of a mix: every task, one task, the two heads, past its deadline, a batch, a failing task."""
+    text = f"{NEWS} Soak {uuid.uuid4().hex}."
+    bodies = [
+        ("/analyze", {"text": text}),
+        ("/analyze", {"text": text, "tasks": ["ner"]}),
+        ("/analyze", {"text": text, "tasks": ["sentiment", "summary"]}),
+        ("/analyze", {"text": text, "deadline_ms": 5}),
+        ("/analyze/batch", {"texts": [f"{text} {i}" for i in range(4)]}),
+        ("/faulty/analyze", {"text": text, "tasks": ["ner", "sentiment"]}),  # NER raises there
+    ]
+    path, body = bodies[k % len(bodies)]
+    return post(url, path, body).status_code
+
+
+def test_the_object_store_does_not_grow_over_a_thousand_mixed_requests(url):
+    with ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(lambda k: _mixed(url, k), range(120))) == {200}  # warm: what stays after use
+    time.sleep(3)
+    base_mib, base_objects = _object_store()
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda k: _mixed(url, k), range(1200)))
+    time.sleep(3)
+    mib, objects = _object_store()
+    print(
+        f"\nobject store: {base_mib:.0f} MiB / {base_objects} objects after 120 requests, "
+        f"{mib:.0f} MiB / {objects} objects after 1,200 more"
+    )
+    assert codes == [200] * 1200
+    # A leak of one object per request (or per task call) would add thousands; what stays is bounded.
+    assert objects - base_objects < 100 and mib - base_mib < 16
