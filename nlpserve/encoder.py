@@ -84,15 +84,15 @@ class Encoder:
         np.cumsum([p + len(ids) + q for ids in rows], out=splits[1:])
         out = np.empty((int(splits[-1]), self.dim), dtype=np.float32)
         pieces = window_pieces(rows, self.window - p - q, self.stride, prefix, suffix)
-        for index, ids, mask in padded_batches([piece[3] for piece in pieces], pad_id, self.max_batch_tokens, stop):
+        for index, ids, mask in padded_batches([piece.ids for piece in pieces], pad_id, self.max_batch_tokens, stop):
             hidden = self.kernel(ids.numpy(), mask.numpy())
-            for h, (r, start, owned, seq, first, last) in zip(hidden, (pieces[i] for i in index)):
-                row = out[splits[r] : splits[r + 1]]
-                n = len(seq) - p - q
-                row[p + start + owned : p + start + n] = h[p + owned : p + n]
-                if first:
+            for h, piece in zip(hidden, (pieces[i] for i in index)):
+                row = out[splits[piece.row] : splits[piece.row + 1]]
+                n, start = len(piece.ids) - p - q, piece.start
+                row[p + start + piece.owned : p + start + n] = h[p + piece.owned : p + n]
+                if piece.first:
                     row[:p] = h[:p]
-                if last:
+                if piece.last:
                     row[len(row) - q :] = h[p + n : p + n + q]
         return out, splits
 

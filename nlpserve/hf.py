@@ -20,7 +20,7 @@ from transformers.utils import logging as hf_logging
 from nlpserve.errors import Stop, describe
 from nlpserve.resources import checksum
 from nlpserve.tokens import TokenBatch, TokenizerSpec, special_tokens
-from nlpserve.windows import check_stride, padded_batches, window_pieces
+from nlpserve.windows import Piece, check_stride, padded_batches, window_pieces
 
 # kind -> (Auto class, what its config's `architectures` must end with)
 KINDS = {
@@ -82,12 +82,12 @@ class HFTask:
         self, task: str, ref: str, window: int | None = None, stride: int = 32, max_batch_tokens: int = 8192
     ) -> None:
         self.ref = ref
-        self.model, self.hf = load(task, self.kind, ref)
-        self.spec = TokenizerSpec.of(self.hf, ref)
-        prefix, suffix = special_tokens(self.hf.backend_tokenizer)
+        self.model, self.tokenizer = load(task, self.kind, ref)
+        self.spec = TokenizerSpec.of(self.tokenizer, ref)
+        prefix, suffix = special_tokens(self.tokenizer.backend_tokenizer)
         limit = min(
             getattr(self.model.config, "max_position_embeddings", None) or 1 << 20,
-            self.hf.model_max_length or 1 << 20,
+            self.tokenizer.model_max_length or 1 << 20,
         )
         self.size = min(window or limit, limit) - len(prefix) - len(suffix)
         check_stride(self.size, stride)
@@ -106,15 +106,15 @@ class HFTask:
         version = getattr(self.model.config, "_commit_hash", None) or "local"
         return {"name": self.ref, "version": version, "checksum": self.checksum}
 
-    def _pieces(self, batch: TokenBatch, rows: list[int]) -> list:
+    def _pieces(self, batch: TokenBatch, rows: list[int]) -> list[Piece]:
         """Windows of ``rows`` (see window_pieces; a piece's row index is a position in ``rows``)."""
         ids = [batch.ids[batch.span(r)] for r in rows]
         return window_pieces(ids, self.size, self.stride, batch.prefix, batch.suffix)
 
     @torch.inference_mode()
-    def _logits(self, pieces: list, pad_id: int, stop: Stop | None) -> list[torch.Tensor]:
+    def _logits(self, pieces: list[Piece], pad_id: int, stop: Stop | None) -> list[torch.Tensor]:
         out: list[torch.Tensor] = [torch.empty(0)] * len(pieces)
-        for index, ids, mask in padded_batches([p[3] for p in pieces], pad_id, self.max_batch_tokens, stop):
+        for index, ids, mask in padded_batches([p.ids for p in pieces], pad_id, self.max_batch_tokens, stop):
             logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits.cpu()
             for k, i in enumerate(index):
                 out[i] = logits[k]  # [classes], or [padded tokens, classes] for token classification
@@ -132,9 +132,9 @@ class TokenClassifier(HFTask):
         logits = self._logits(pieces, batch.pad_id, stop)
         start_of = len(batch.prefix)
         per_row: list[list[torch.Tensor]] = [[] for _ in rows]
-        for (i, _, owned, seq, *_), lg in zip(pieces, logits):
-            n = len(seq) - start_of - len(batch.suffix)
-            per_row[i].append(lg[start_of + owned : start_of + n])
+        for p, lg in zip(pieces, logits):
+            n = len(p.ids) - start_of - len(batch.suffix)
+            per_row[p.row].append(lg[start_of + p.owned : start_of + n])
         labels = self.model.config.id2label
         out = []
         for r, token_logits in zip(rows, per_row):  # every row has at least one window
@@ -183,7 +183,7 @@ class SequenceClassifier(HFTask):
         labels = self.model.config.id2label
         out = []
         for i in range(len(rows)):
-            mean = torch.stack([lg for p, lg in zip(pieces, logits) if p[0] == i]).mean(0)
+            mean = torch.stack([lg for p, lg in zip(pieces, logits) if p.row == i]).mean(0)
             probs = torch.softmax(mean, dim=-1)
             k = int(probs.argmax())
             out.append({"label": labels[k], "score": float(probs[k])})
@@ -210,6 +210,6 @@ class Seq2SeqSummarizer(HFTask):
         for index, ids, mask in padded_batches(seqs, batch.pad_id, self.max_batch_tokens, stop):
             ids, mask = ids.to(self.device), mask.to(self.device)
             generated = self.model.generate(input_ids=ids, attention_mask=mask, **self.generation).cpu()
-            for k, text in zip(index, self.hf.batch_decode(generated, skip_special_tokens=True)):
+            for k, text in zip(index, self.tokenizer.batch_decode(generated, skip_special_tokens=True)):
                 out[k] = {"summary_text": text.strip(), "sentences": []}
         return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -33,18 +34,28 @@ def windows(n: int, size: int, stride: int) -> list[tuple[int, int, int]]:
         start = end - stride
 
 
+class Piece(NamedTuple):
+    """One window of a row, ready for the model."""
+
+    row: int  # index of the row in the rows given
+    start: int  # the window's first token in the row
+    owned: int  # tokens before this one belong to the previous window
+    ids: np.ndarray  # int64, with the special tokens around the window
+    first: bool  # the row's first window
+    last: bool  # the row's last window
+
+
 def window_pieces(
     rows: Sequence[np.ndarray], size: int, stride: int, prefix: Sequence[int], suffix: Sequence[int]
-) -> list[tuple[int, int, int, np.ndarray, bool, bool]]:
-    """Every window of every row as (row index, window start, first owned token, int64 ids with the
-    special tokens around them, is the row's first window, is its last window)."""
+) -> list[Piece]:
+    """Every window of every row, in order."""
     before, after = np.asarray(prefix, np.int64), np.asarray(suffix, np.int64)
     out = []
     for r, ids in enumerate(rows):
         wins = windows(len(ids), size, stride)
         for k, (start, end, owned) in enumerate(wins):
             seq = np.concatenate((before, ids[start:end], after)).astype(np.int64)
-            out.append((r, start, owned, seq, k == 0, k == len(wins) - 1))
+            out.append(Piece(r, start, owned, seq, k == 0, k == len(wins) - 1))
     return out
 
 

@@ -57,7 +57,7 @@ def test_sequence_classifier_gives_one_label_per_text(tiny_models):
         assert r["label"] in {"NEGATIVE", "POSITIVE"}
     # TEXTS[1] fits one window: its label and score are the softmax of the model's own forward pass.
     with torch.no_grad():
-        probs = torch.softmax(model.model(**model.hf(TEXTS[1], return_tensors="pt")).logits[0], dim=-1)
+        probs = torch.softmax(model.model(**model.tokenizer(TEXTS[1], return_tensors="pt")).logits[0], dim=-1)
     assert out[0]["label"] == model.model.config.id2label[int(probs.argmax())]
     assert abs(out[0]["score"] - float(probs.max())) < 1e-5, (out[0], probs)
 
@@ -69,7 +69,7 @@ def test_seq2seq_summarizer_generates_within_its_length_bounds(tiny_models):
     out = model(batch, [0, 1])
     for r in out:
         assert set(r) == {"summary_text", "sentences"} and r["summary_text"]
-        assert len(model.hf(r["summary_text"], add_special_tokens=False).input_ids) <= 12
+        assert len(model.tokenizer(r["summary_text"], add_special_tokens=False).input_ids) <= 12
 
 
 def _copy(tiny_models, task, tmp_path):
