@@ -13,45 +13,37 @@ import torch
 
 from nlpserve.device import choose_device
 from nlpserve.errors import EncoderMismatch, TokenizerMismatch
+from nlpserve.models import SETTINGS, TaskModel, build
 from nlpserve.pipeline import Inputs
-from nlpserve.schemas import TaskSettings
+from nlpserve.schemas import Task
 from nlpserve.tokens import EncodedBatch, TokenBatch
 
 
 class TaskReplica:
-    """Base of a task deployment; subclasses set ``settings`` and implement ``load``/``apply``.
+    """Base of a task deployment; subclasses name their ``task``.
 
-    The model is chosen by the ``user_config`` (``backend``, ``model``) and loaded in
-    ``reconfigure``, which Serve calls before the replica takes requests; a changed model
-    reference loads the new model in place."""
+    The model is built by the registry (nlpserve.models) from the ``user_config`` (``backend``,
+    ``model``, ...) in ``reconfigure``, which Serve calls before the replica takes requests; a
+    changed model reference loads the new model in place, other settings reconfigure it."""
 
-    settings: type[TaskSettings] = TaskSettings
+    task: Task
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
-        self.model = None
+        self.model: TaskModel | None = None
         self.loaded: tuple | None = None
         self.device = torch.device("cpu")
         self.lock = asyncio.Lock()  # one model call at a time: spaCy and torch modules are not made for threads
 
-    def load(self, settings: TaskSettings):  # pragma: no cover - abstract
-        """The model object: ``__call__(batch, rows)`` (``__call__(batch, rows, vectors)`` when its
-        ``encoder`` names the shared encoder it reads), ``info()`` and ``spec`` (its TokenizerSpec)."""
-        raise NotImplementedError
-
-    def apply(self, settings: TaskSettings) -> None:
-        """Push settings that need no reload to the model."""
-
     def reconfigure(self, config: dict) -> None:
-        settings = self.settings(**config)
+        settings = SETTINGS[self.task](**config)
         torch.set_num_threads(settings.torch_threads)
         if settings.load_key != self.loaded:
-            self.model = self.load(settings)
+            self.model = build(self.task, settings)
+            self.device = self.model.to(choose_device())  # where it runs: spaCy and the heads stay on the CPU
             self.loaded = settings.load_key
-            if hasattr(self.model, "to"):  # spaCy NER stays on the CPU
-                self.device = choose_device()
-                self.model.to(self.device)
-        self.apply(settings)
+        else:
+            self.model.configure(settings)
         self.model_info = {**self.model.info(), "device": str(self.device), "settings": settings.answer_hash}
 
     def _ready(self) -> None:

@@ -19,6 +19,7 @@ from transformers.utils import logging as hf_logging
 
 from nlpserve.errors import Stop, describe
 from nlpserve.resources import checksum
+from nlpserve.schemas import SummarySettings, TaskSettings
 from nlpserve.tokens import TokenBatch, TokenizerSpec, special_tokens
 from nlpserve.windows import Piece, check_stride, padded_batches, window_pieces
 
@@ -97,9 +98,13 @@ class HFTask:
         # Everything the answers depend on: all weight shards, the config and the tokenizer files.
         self.checksum = checksum(Path(cached_file(ref, "config.json")).parent)
 
-    def to(self, device: torch.device) -> None:
+    def to(self, device: torch.device) -> torch.device:
         self.model.to(device)
         self.device = device
+        return device
+
+    def configure(self, settings: TaskSettings) -> None:
+        """Window and stride are chosen at load; nothing else to change."""
 
     def info(self) -> dict:
         # The hub snapshot's commit when it came from the hub; a local directory has none.
@@ -201,6 +206,9 @@ class Seq2SeqSummarizer(HFTask):
     ) -> None:
         super().__init__(task, ref, **kw)
         self.generation = {"max_length": max_length, "min_length": min_length, "num_beams": num_beams}
+
+    def configure(self, settings: SummarySettings) -> None:
+        self.generation = {key: getattr(settings, key) for key in self.generation}
 
     @torch.inference_mode()
     def __call__(self, batch: TokenBatch, rows: list[int], stop: Stop | None = None) -> list[dict]:

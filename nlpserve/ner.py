@@ -10,6 +10,7 @@ from typing import get_args
 
 import numpy as np
 import spacy
+import torch
 from spacy.attrs import ENT_IOB, ENT_TYPE, IS_SPACE, ORTH, SENT_START
 from spacy.ml.parser_model import ParserStepModel
 from spacy.pipeline._parser_internals.stateclass import StateClass
@@ -18,7 +19,7 @@ from thinc.api import Model
 
 from nlpserve.errors import Stop, check
 from nlpserve.resources import checksum
-from nlpserve.schemas import NERKernel
+from nlpserve.schemas import NERKernel, NERSettings
 from nlpserve.tokens import TokenBatch, TokenizerSpec, default_spec
 
 # Runs of adjacent pieces that spaCy keeps as one token but a BERT pre-tokenizer splits:
@@ -151,6 +152,13 @@ class SpacyNER:
     @property
     def spec(self) -> TokenizerSpec:
         return default_spec()
+
+    def to(self, device: torch.device) -> torch.device:
+        """spaCy's NER runs on the CPU whatever the replica was given."""
+        return torch.device("cpu")
+
+    def configure(self, settings: NERSettings) -> None:
+        """Nothing to change without a reload (the kernel is chosen at load)."""
 
     def info(self) -> dict:
         meta = self.nlp.meta

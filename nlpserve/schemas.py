@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -243,10 +243,17 @@ class TaskSettings(_Settings):
     window: int | None = Field(None, ge=8, description="Tokens per model call (transformers); default: the model's.")
     stride: int = Field(32, ge=0, description="Tokens shared by consecutive windows of a long text.")
 
+    # Settings only some backends read: given for another backend they are refused, never ignored.
+    only_for: ClassVar[dict[str, tuple[str, ...]]] = {"window": ("transformers",), "stride": ("transformers",)}
+
     @model_validator(mode="after")
     def _model_matches_backend(self) -> TaskSettings:
         if (self.backend == "default") != (self.model is None):
             raise ValueError(f"backend {self.backend!r} " + ("takes no model" if self.model else "needs a model"))
+        for name in sorted(self.model_fields_set):
+            backends = self.only_for.get(name, (self.backend,))
+            if self.backend not in backends:
+                raise ValueError(f"{name} applies to backend {' or '.join(backends)}, not to {self.backend}")
         return self
 
     @property
@@ -269,12 +276,7 @@ class NERSettings(TaskSettings):
     kernel: NERKernel = Field(
         "native", description="spaCy's parse: its compiled loop, or step by step in Python (the reference)."
     )
-
-    @model_validator(mode="after")
-    def _kernel_is_for_spacy(self) -> NERSettings:
-        if "kernel" in self.model_fields_set and self.backend == "transformers":
-            raise ValueError("kernel applies to spaCy NER (backend default or spacy), not to transformers")
-        return self
+    only_for: ClassVar[dict[str, tuple[str, ...]]] = {**TaskSettings.only_for, "kernel": ("default", "spacy")}
 
     @property
     def load_key(self) -> tuple:
@@ -308,3 +310,8 @@ class SummarySettings(TaskSettings):
     max_length: int = Field(142, ge=1, description="Longest generated summary, in tokens (transformers).")
     min_length: int = Field(20, ge=0, description="Shortest generated summary, in tokens (transformers).")
     num_beams: int = Field(4, ge=1, description="Beam search width (transformers).")
+    only_for: ClassVar[dict[str, tuple[str, ...]]] = {
+        **TaskSettings.only_for,
+        **dict.fromkeys(("ratio", "max_sentences", "max_chars", "redundancy", "lead_prior"), ("default",)),
+        **dict.fromkeys(("max_length", "min_length", "num_beams"), ("transformers",)),
+    }

@@ -14,6 +14,7 @@ from safetensors import safe_open
 from nlpserve.encoder import default_encoder_key
 from nlpserve.errors import Stop, check
 from nlpserve.resources import SENTIMENT_HEAD, checksum, minilm_dir, minilm_version
+from nlpserve.schemas import SentimentSettings
 from nlpserve.tokens import TokenBatch, TokenizerSpec, default_spec
 
 POOLINGS = ("mean", "attention", "mean+attention")
@@ -95,8 +96,12 @@ class SentimentModel:
     def spec(self) -> TokenizerSpec:
         return default_spec()
 
-    def to(self, device: torch.device) -> None:
+    def to(self, device: torch.device) -> torch.device:
         """The head is small: it stays on the CPU, where the vectors arrive."""
+        return torch.device("cpu")
+
+    def configure(self, settings: SentimentSettings) -> None:
+        """Nothing to configure: the head has no settings of its own."""
 
     def info(self) -> dict:
         return {

@@ -12,6 +12,7 @@ import torch
 from nlpserve.encoder import default_encoder_key, mean_pool
 from nlpserve.errors import Stop, check
 from nlpserve.resources import checksum, minilm_dir, minilm_version
+from nlpserve.schemas import SummarySettings
 from nlpserve.tokens import TokenBatch, TokenizerSpec, default_spec
 
 TERMINALS = {".", "!", "?"}
@@ -152,8 +153,13 @@ class ExtractiveSummarizer:
     def spec(self) -> TokenizerSpec:
         return default_spec()
 
-    def to(self, device: torch.device) -> None:
+    def to(self, device: torch.device) -> torch.device:
         """Ranking a few sentences runs on the CPU, where the vectors arrive."""
+        return torch.device("cpu")
+
+    def configure(self, settings: SummarySettings) -> None:
+        for key in ("ratio", "max_sentences", "max_chars", "redundancy", "lead_prior"):
+            setattr(self, key, getattr(settings, key))
 
     def info(self) -> dict:
         weights = checksum(minilm_dir() / "model.safetensors")

@@ -1,0 +1,61 @@
+"""The contract every task model keeps, and the registry that builds one from a task's settings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import torch
+
+from nlpserve.errors import Stop
+from nlpserve.hf import Seq2SeqSummarizer, SequenceClassifier, TokenClassifier
+from nlpserve.ner import SpacyNER
+from nlpserve.schemas import NERSettings, SentimentSettings, SummarySettings, Task, TaskSettings
+from nlpserve.sentiment import SentimentModel
+from nlpserve.summarize import ExtractiveSummarizer
+from nlpserve.tokens import TokenBatch, TokenizerSpec
+
+
+class TaskModel(Protocol):
+    """A task's model, as a task replica serves it (deployments/base.py), usable without Ray.
+
+    ``encoder`` is the key of the shared encoder whose token vectors it reads (then ``__call__`` gets
+    them, per row, after the rows), or None when it reads tokens only. ``__call__`` answers ``rows``
+    of the batch in Hugging Face pipeline shapes, in order, and ends at its next chunk once ``stop``
+    is set (raising errors.Cancelled)."""
+
+    encoder: str | None
+
+    @property
+    def spec(self) -> TokenizerSpec: ...  # the tokenizer whose tokens it reads
+
+    def info(self) -> dict: ...  # name, version, checksum
+
+    def to(self, device: torch.device) -> torch.device: ...  # moves if it can; where it runs
+
+    def configure(self, settings: Any) -> None: ...  # settings that need no reload
+
+    def __call__(self, batch: TokenBatch, rows: list[int], *vectors: Any, stop: Stop | None = None) -> list: ...
+
+
+REGISTRY: dict[tuple[Task, str], Callable[[Any], TaskModel]] = {
+    ("ner", "default"): lambda s: SpacyNER(kernel=s.kernel),
+    ("ner", "spacy"): lambda s: SpacyNER(s.model, s.kernel),
+    ("ner", "transformers"): lambda s: TokenClassifier("ner", s.model, s.window, s.stride),
+    ("sentiment", "default"): lambda s: SentimentModel(),
+    ("sentiment", "transformers"): lambda s: SequenceClassifier("sentiment", s.model, s.window, s.stride),
+    ("summary", "default"): lambda s: ExtractiveSummarizer(),
+    ("summary", "transformers"): lambda s: Seq2SeqSummarizer("summary", s.model, s.window, s.stride),
+}
+SETTINGS: dict[Task, type[TaskSettings]] = {
+    "ner": NERSettings,
+    "sentiment": SentimentSettings,
+    "summary": SummarySettings,
+}
+
+
+def build(task: Task, settings: TaskSettings) -> TaskModel:
+    """The model ``settings`` name for ``task`` (its backend picks the class), configured."""
+    model = REGISTRY[(task, settings.backend)](settings)
+    model.configure(settings)
+    return model
