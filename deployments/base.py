@@ -10,9 +10,11 @@ from collections import Counter
 
 import ray
 import torch
+from ray import serve
 
+from nlpserve import tracing
 from nlpserve.device import choose_device
-from nlpserve.errors import EncoderMismatch, TokenizerMismatch
+from nlpserve.errors import EncoderMismatch, TokenizerMismatch, describe
 from nlpserve.models import SETTINGS, TaskModel, build
 from nlpserve.pipeline import Inputs
 from nlpserve.schemas import Task
@@ -34,8 +36,17 @@ class TaskReplica:
         self.loaded: tuple | None = None
         self.device = torch.device("cpu")
         self.lock = asyncio.Lock()  # one model call at a time: spaCy and torch modules are not made for threads
+        self.failure: str | None = None  # why the last reconfigure failed, until one succeeds: for check_health
 
     def reconfigure(self, config: dict) -> None:
+        try:
+            self._configure(config)
+        except Exception as e:
+            self.failure = f"reconfigure failed: {describe(e)}"
+            raise
+        self.failure = None
+
+    def _configure(self, config: dict) -> None:
         settings = SETTINGS[self.task](**config)
         torch.set_num_threads(settings.torch_threads)
         if settings.load_key != self.loaded:
@@ -49,6 +60,12 @@ class TaskReplica:
     def _ready(self) -> None:
         if self.model is None:  # bound without a user_config: Serve never calls reconfigure
             self.reconfigure({})
+
+    def check_health(self) -> None:
+        """Serve's periodic check (cheap: no model call): a replica whose model failed to load, or was left
+        half-configured, raises and is replaced. One bound without a user_config loads on its first call."""
+        if self.failure:
+            raise RuntimeError(self.failure)
 
     async def __call__(self, refs: list, rows: list[list[int]], *encoded: EncodedBatch) -> dict:
         """Results for ``rows[i]`` of the TokenBatch behind each ``refs[i]``, in order, the model
@@ -92,6 +109,9 @@ class TaskReplica:
                 self.counts["cancelled"] += 1
                 raise
         done = time.perf_counter()
+        attributes = {"nlpserve.model": self.model_info["name"], "nlpserve.texts": len(flat)}
+        span = tracing.recording(serve.get_trace_context())  # Serve's span of this call, if traced
+        tracing.record("model", [span], tracing.wall(began), tracing.wall(done), attributes)
         # A head's answers also depend on the kernel that made its vectors (the result cache keys on it).
         kernels = ",".join(sorted({e.kernel for e in encoded}))
         return {

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections import Counter
 
+from opentelemetry.trace import Span
 from ray import serve
 from ray.serve import metrics
 
+from nlpserve import tracing
 from nlpserve.device import choose_device
 from nlpserve.encoder import Encoder as MiniLM
+from nlpserve.errors import describe
 from nlpserve.pipeline import Inputs
 from nlpserve.schemas import EncoderSettings
 from nlpserve.tokens import EncodedBatch, TokenBatch, default_spec
@@ -33,10 +37,19 @@ class Encoder:
         self.model: MiniLM | None = None
         self.loaded: tuple | None = None
         self.counts: Counter[str] = Counter()
+        self.failure: str | None = None  # why the last reconfigure failed, until one succeeds: for check_health
         self.texts = metrics.Counter("nlpserve_encoded_texts", "Texts run through the shared encoder.")
         self.passes = metrics.Counter("nlpserve_encoder_passes", "Encoder passes (each over one or more calls).")
 
     def reconfigure(self, config: dict) -> None:
+        try:
+            self._configure(config)
+        except Exception as e:
+            self.failure = f"reconfigure failed: {describe(e)}"
+            raise
+        self.failure = None
+
+    def _configure(self, config: dict) -> None:
         settings = EncoderSettings(**config)
         if (settings.kernel, settings.torch_threads) != self.loaded:
             model = MiniLM(kernel=settings.kernel, threads=settings.torch_threads)
@@ -48,13 +61,23 @@ class Encoder:
         if self.model is None:  # bound without a user_config: Serve never calls reconfigure
             self.reconfigure({})
 
+    def check_health(self) -> None:
+        """Serve's periodic check (cheap: no model call): a replica whose kernel failed to load raises and is
+        replaced. One bound without a user_config loads on its first call."""
+        if self.failure:
+            raise RuntimeError(self.failure)
+
     # No wait: a lone call runs at once, and calls that arrive during a pass form the next one.
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
-    async def run(self, calls: list[tuple[TokenBatch, list[int], threading.Event]]) -> list[EncodedBatch]:
-        stop = AllSet([s for _, _, s in calls])
+    async def run(self, calls: list[tuple[TokenBatch, list[int], threading.Event, Span | None]]) -> list[EncodedBatch]:
+        stop = AllSet([s for _, _, s, _ in calls])
+        began = time.time_ns()
         # Off the loop, so health checks answer meanwhile.
-        out = await asyncio.to_thread(self.model.encode, [(b, rows) for b, rows, _ in calls], stop)
-        texts = sum(len(rows) for _, rows, _ in calls)
+        out = await asyncio.to_thread(self.model.encode, [(b, rows) for b, rows, _, _ in calls], stop)
+        texts = sum(len(rows) for _, rows, _, _ in calls)
+        # One pass for several calls: one span, in the first call's trace, linked to the others.
+        attributes = {"nlpserve.kernel": self.model.kernel.name, "nlpserve.texts": texts, "nlpserve.calls": len(calls)}
+        tracing.record("model", [span for *_, span in calls], began, time.time_ns(), attributes)
         self.counts.update(passes=1, calls=len(calls), texts=texts)
         self.passes.inc()
         if texts:
@@ -67,7 +90,7 @@ class Encoder:
         self._ready()
         stop = threading.Event()
         try:
-            return await self.run((await refs[0], rows, stop))
+            return await self.run((await refs[0], rows, stop, tracing.recording(serve.get_trace_context())))
         except asyncio.CancelledError:
             stop.set()
             self.counts["cancelled"] += 1

@@ -15,6 +15,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from deployments.metrics import IngressMetrics
+from nlpserve import tracing
 from nlpserve.cache import ResultCache
 from nlpserve.errors import describe
 from nlpserve.pipeline import Item, Pending, Pipeline
@@ -34,6 +35,8 @@ api = FastAPI(
     title="nlpserve",
     version=metadata.version("nlpserve"),
     description="Named entities, sentiment and an extractive summary of a text, in one call.",
+    # FastAPI's own spans would take their parent from the HTTP headers, outside Serve's trace of the request.
+    telemetry={"tracing": False},
 )
 api.state.settings = IngressSettings()  # replaced by Ingress.reconfigure; RequestGuard reads it per request
 
@@ -48,9 +51,10 @@ class RequestGuard:
         self.state = state
 
     async def __call__(self, scope, receive, send) -> None:
-        # A health probe reveals nothing, and load balancers send it with a node's IP as its Host.
+        # Health probes reveal no answers, and load balancers send them with a node's IP as their Host.
         # Serve puts the app's route prefix in root_path, and path starts with it.
-        probe = scope.get("method") == "GET" and scope.get("path") == scope.get("root_path", "") + "/healthz"
+        root = scope.get("root_path", "")
+        probe = scope.get("method") == "GET" and scope.get("path") in (root + "/healthz", root + "/readyz")
         if scope["type"] != "http" or probe:
             return await self.app(scope, receive, send)
         settings: IngressSettings = self.state.settings
@@ -160,6 +164,35 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
     return JSONResponse({"detail": detail}, status_code=422)
 
 
+def unready(pipeline: Pipeline, inputs: dict) -> dict[str, str]:
+    """What keeps the service from being ready, {task or encoder: why}; empty when it is ready: every task
+    and encoder said what it reads in the last round of ``inputs()`` (``inputs``: its answers) and every
+    task is in a tokenizer group. Errors are named by type only: any Host may ask (/version has more)."""
+    if not inputs:
+        return {"inputs": "not asked yet"}
+    why = {
+        # Ray wraps what a replica raised: its cause is the error to name.
+        name: f"did not say what it reads ({type(getattr(answer, 'cause', None) or answer).__name__})"
+        for name, answer in inputs.items()
+        if isinstance(answer, BaseException)
+    }
+    for task, reason in pipeline.unknown.items():  # e.g. a head whose encoder no deployment serves
+        why.setdefault(task, reason)
+    return why
+
+
+NOT_READY = {
+    503: {
+        "description": "Not ready: `missing` names each task or encoder that keeps the service from being ready.",
+        "content": {
+            "application/json": {
+                "example": {"status": "not ready", "missing": {"ner": "did not say what it reads (TimeoutError)"}}
+            }
+        },
+    }
+}
+
+
 @serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=128)
 @serve.ingress(api)
 class Ingress:
@@ -185,6 +218,7 @@ class Ingress:
         self.results: ResultCache | None = None
         self.caches: tuple | None = None  # the settings the caches were made with
         self.asking: asyncio.Future | None = None  # the round of info() calls in flight, if any
+        self.last_inputs: dict = {}  # the last round of inputs() answers, for /readyz
         self.reconfigure({})
 
     def reconfigure(self, config: dict) -> None:
@@ -237,8 +271,9 @@ class Ingress:
         return dict(zip(handles, answers))
 
     async def _inputs(self) -> dict:
-        """What each task's model and each encoder reads (tokenizer, encoder)."""
-        return await self._ask("inputs", {**self.handles, **self.encoders})
+        """What each task's model and each encoder reads (tokenizer, encoder); kept for /readyz."""
+        self.last_inputs = await self._ask("inputs", {**self.handles, **self.encoders})
+        return self.last_inputs
 
     async def _cached(self, texts: list[str], tasks: tuple[str, ...]) -> list[dict]:
         """Per text, the tasks the result cache answers: only with answers made by what answers each
@@ -279,9 +314,10 @@ class Ingress:
         """One answer per text: the tasks the result cache has, the others from one batched request."""
         received = time.perf_counter()
         deadline = None if deadline_ms is None else received + deadline_ms / 1000
+        span = tracing.recording(serve.get_trace_context())  # None unless Serve traces this request
         cached = await self._cached(texts, tasks)
         items = {
-            i: Item(text, missing, received, deadline, label=label)
+            i: Item(text, missing, received, deadline, label=label, trace=span)
             for i, (text, label, found) in enumerate(zip(texts, labels, cached))
             if (missing := tuple(t for t in tasks if t not in found))
         }
@@ -352,6 +388,21 @@ class Ingress:
     @api.get("/healthz")
     async def healthz(self) -> dict:
         return {"status": "ok"}
+
+    @api.get("/readyz", responses=NOT_READY)
+    async def readyz(self) -> JSONResponse:
+        """Ready when every task and encoder said what it reads in the last round of inputs() and every task
+        is in a tokenizer group, else 503 naming what is missing. A stale round (a task did not answer, a
+        model was swapped) is asked again first, so a new ingress is ready on its first probe."""
+        if self.pipeline.stale:
+            # Shared with the batches' background refresh: probes never stack rounds behind a stuck task.
+            if self.pipeline.refreshing is None or self.pipeline.refreshing.done():
+                self.pipeline.refreshing = asyncio.ensure_future(self.pipeline.refresh())
+            await asyncio.shield(self.pipeline.refreshing)
+        missing = unready(self.pipeline, self.last_inputs)
+        if missing:
+            return JSONResponse({"status": "not ready", "missing": missing}, status_code=503)
+        return JSONResponse({"status": "ready"})
 
     @api.get("/version", response_model=VersionResponse, response_model_exclude_none=True)
     async def version(self) -> dict:

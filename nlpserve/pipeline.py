@@ -8,10 +8,12 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 
+from nlpserve import tracing
 from nlpserve.errors import EncoderMismatch, TokenizerMismatch, describe
 from nlpserve.tokens import Tokenizer, TokenizerSpec
 
@@ -44,6 +46,7 @@ class Item:
     deadline: float | None = None  # time.perf_counter() after which unfinished tasks are given up
     request: int = 0  # items of one request share it: their tokens count against one request limit
     label: str = "text"  # how an error names the item: "text" or "texts[i]"
+    trace: Any = field(default=None, compare=False)  # the request's recording span, when Serve traces it
 
 
 @dataclass
@@ -73,6 +76,7 @@ class Waiting:
     rows: list[int]
     encoded: Any  # the encoder's answer for these rows (heads only)
     future: asyncio.Future
+    spans: list = field(default_factory=list)  # per traced request of these rows, its span of this task
 
 
 # A task whose model was swapped: regroup before the next batch.
@@ -214,6 +218,7 @@ class Pipeline:
         texts = [it.text for it in items]
         wanted = {t for it in items for t in it.tasks}
         refs, tokenize_s, put_s, encoded = {}, 0.0, 0.0, 0
+        steps: list[tracing.Step] = []
         tokens = np.zeros(len(items), dtype=np.int64)  # per item, the most any of its groups made
         for group in self.groups.values():
             if wanted.isdisjoint(group.tasks):
@@ -222,18 +227,32 @@ class Pipeline:
             batch = await asyncio.to_thread(group.tokenizer, texts)  # off the loop: others go on meanwhile
             t1 = time.perf_counter()
             ref = self.put(batch)
-            tokenize_s, put_s, encoded = tokenize_s + t1 - t0, put_s + time.perf_counter() - t1, encoded + batch.encoded
+            t2 = time.perf_counter()
+            tokenize_s, put_s, encoded = tokenize_s + t1 - t0, put_s + t2 - t1, encoded + batch.encoded
+            steps.append((t0, t1, t2, batch.encoded))
             refs.update(dict.fromkeys(group.tasks, ref))
             tokens = np.maximum(tokens, np.diff(batch.splits))
         self.stats.update(batches=1, items=len(items), puts=len({id(r) for r in refs.values()}))
         rejected = self._over_limits(items, tokens.tolist())
         rows = {t: [i for i, it in enumerate(items) if t in it.tasks and i not in rejected] for t in self.tasks}
-        encodes = self._encode(refs, rows)
+        traced = any(it.trace for it in items)  # tracing is on and Serve sampled a request of the batch
+        batch_of = [None] * len(items)  # per item, its request's "batch" span
+        if traced:
+            traces, received = [it.trace for it in items], [it.received for it in items]
+            size = {"nlpserve.batch.texts": len(items), "nlpserve.batch.requests": len({it.request for it in items})}
+            batch_of = tracing.batch_spans(traces, received, start, steps, size)
+        encodes = self._encode(refs, rows, batch_of)
+        # Per task and traced request, a span of the request's wait for the task's answer.
+        spans = {t: tracing.each(t, [items[i].trace for i in r]) if traced else [] for t, r in rows.items()}
         calls = {
-            t: asyncio.ensure_future(self._call(t, refs.get(t), r, encodes.get(self.encoder_of.get(t))))
+            t: asyncio.ensure_future(self._call(t, refs.get(t), r, encodes.get(self.encoder_of.get(t)), spans[t]))
             for t, r in rows.items()
             if r
         }
+        for t, call in calls.items():
+            if spans[t]:
+                call.add_done_callback(partial(self._end_spans, spans[t]))
+        tracing.end(batch_of)
         for encoder, response in encodes.items():
             self._cancel_unless_used(response, [c for t, c in calls.items() if self.encoder_of.get(t) == encoder])
         for i, it in enumerate(items):
@@ -333,19 +352,25 @@ class Pipeline:
         for call in calls:
             call.add_done_callback(over)
 
-    def _encode(self, refs: dict[str, Any], rows: dict[str, list[int]]) -> dict[str, Any]:
-        """One call per encoder some requested head reads, over the union of their rows; unawaited."""
+    def _encode(self, refs: dict[str, Any], rows: dict[str, list[int]], batch_of: list) -> dict[str, Any]:
+        """One call per encoder some requested head reads, over the union of their rows; unawaited.
+        Its span ends once the call is sent: the heads wait for the encoder, not the ingress."""
         needed: dict[str, tuple[Any, set[int]]] = {}  # encoder -> (its heads' stored tokens, rows)
         for task, encoder in self.encoder_of.items():
             if rows.get(task) and task in refs:
                 needed.setdefault(encoder, (refs[task], set()))[1].update(rows[task])
         out = {}
         for encoder, (ref, wanted) in needed.items():
-            out[encoder] = self.encoders[encoder]([ref], sorted(wanted))
+            span = tracing.begin("encode", [batch_of[i] for i in sorted(wanted)], tracing.PRODUCER)
+            with tracing.using(span):
+                out[encoder] = self.encoders[encoder]([ref], sorted(wanted))
+            tracing.end([span], {"nlpserve.texts": len(wanted)})
             self.stats.update({f"encodes.{encoder}": 1, f"encoded_rows.{encoder}": len(wanted)})
         return out
 
-    async def _call(self, task: str, ref: Any, rows: list[int], encoded: Any) -> tuple[list, dict, dict | None]:
+    async def _call(
+        self, task: str, ref: Any, rows: list[int], encoded: Any, spans: list
+    ) -> tuple[list, dict, dict | None]:
         start = time.perf_counter()
         if ref is None:
             self.stats[f"errors.{task}"] += 1
@@ -354,7 +379,7 @@ class Pipeline:
             return self._failed(task, error, rows, start)
         self.stats[f"calls.{task}"] += 1
         future = asyncio.get_running_loop().create_future()
-        self.waiting[task].append(Waiting(ref, rows, encoded, future))
+        self.waiting[task].append(Waiting(ref, rows, encoded, future, spans))
         self._send_waiting(task)
         timeout = self.timeouts_s.get(task, self.timeout_s)
         try:
@@ -391,8 +416,13 @@ class Pipeline:
         self.stats[f"sends.{task}"] += 1
         encoded = [w.encoded for w in group] if task in self.encoder_of else []
         pending = None
+        rows = sum(len(w.rows) for w in group)
+        # One call for several requests: one span, in the first one's trace, linked to the others' task spans.
+        span = tracing.begin(f"{task} call", [s for w in group for s in w.spans], tracing.CLIENT)
+        error = None
         try:
-            pending = self.tasks[task]([w.ref for w in group], [w.rows for w in group], *encoded)
+            with tracing.using(span):  # Serve sends the current span's context with the call
+                pending = self.tasks[task]([w.ref for w in group], [w.rows for w in group], *encoded)
             remote = asyncio.ensure_future(pending)
             gave_up = asyncio.gather(*(w.future for w in group), return_exceptions=True)  # done: nobody waits
             timeout = self.timeouts_s.get(task, self.timeout_s)
@@ -404,24 +434,36 @@ class Pipeline:
                     pending.cancel()  # a Serve DeploymentResponse: stop the remote call too
                 if gave_up.done():
                     self.stats[f"cancelled.{task}"] += 1
+                    error = "cancelled: nobody waits for it"
                     return
                 raise asyncio.TimeoutError
             out = remote.result()
-            expected = sum(len(w.rows) for w in group)
-            if len(out["results"]) != expected:
-                raise RuntimeError(f"returned {len(out['results'])} results for {expected} texts")
+            if len(out["results"]) != rows:
+                raise RuntimeError(f"returned {len(out['results'])} results for {rows} texts")
             k = 0
             for w in group:
                 if not w.future.done():
                     w.future.set_result((out["results"][k : k + len(w.rows)], out))
                 k += len(w.rows)
         except Exception as e:  # noqa: BLE001 - handed to every waiting call, which reports it
+            error = describe(e)
             for w in group:
                 if not w.future.done():
                     w.future.set_exception(e)
         finally:
+            tracing.end([span], {"nlpserve.texts": rows}, error)
             self.in_flight[task] -= 1
             self._send_waiting(task)
+
+    @staticmethod
+    def _end_spans(spans: list, call: asyncio.Future) -> None:
+        """End the requests' spans of a task call with its timings, or how it ended."""
+        if call.cancelled():  # every item waiting for it gave up (deadline, disconnect)
+            tracing.end(spans, error="abandoned")
+            return
+        answers, timing, model = call.result()
+        error = answers[0]["code"] if model is None else None  # no model: the call failed (see _failed)
+        tracing.end(spans, {f"nlpserve.{k}": v for k, v in timing.items()}, error)
 
     def _failed(self, task: str, error: dict, rows: list[int], start: float) -> tuple[list, dict, None]:
         timing = {"call_ms": _ms(time.perf_counter() - start)}

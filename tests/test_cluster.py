@@ -27,11 +27,13 @@ def _load(name: str) -> ServeDeploySchema:
 
 
 def test_cluster_config_is_the_single_node_graph_with_two_replicas_each():
-    """No Ray: config/cluster.yaml is config/config.yaml but for the host, the replica counts and allowed_hosts."""
+    """No Ray: config/cluster.yaml is config/config.yaml but for the host, the replica counts, allowed_hosts
+    and JSON logs."""
     single, cluster = _load("config.yaml"), _load("cluster.yaml")
     assert cluster.proxy_location.value == "EveryNode" and cluster.http_options.host == "0.0.0.0"
     expected = single.model_dump(exclude_unset=True)
     expected["http_options"]["host"] = "0.0.0.0"
+    expected["logging_config"]["encoding"] = "JSON"  # for a log collector; TEXT to read on one machine
     for app in expected["applications"]:
         for d in app["deployments"]:
             d["num_replicas"] = 2

@@ -397,3 +397,56 @@ def test_a_reconfigured_task_is_never_answered_from_the_cache_in_either_order(ur
         serve.delete("cache")
     assert [(m, n) for m, n, _ in seen] == [(1, 1), (1, 1), (2, 2), (2, 2), (1, 1), (1, 1)]
     assert [cached for *_, cached in seen] == [[], ["summary"]] * 3  # computed after each change, then cached
+
+
+@serve.deployment(name="MuteNER", ray_actor_options={"num_cpus": 0}, graceful_shutdown_timeout_s=1)
+class MuteNER:
+    """A task that cannot say what it reads, as one whose model never loaded."""
+
+    def inputs(self):
+        raise RuntimeError("no model loaded")
+
+
+def test_readyz_is_200_on_the_graph_and_503_naming_a_task_that_cannot_say_what_it_reads(url):
+    from faults import BrokenNER, StuckSummary
+
+    from deployments.ingress import Ingress
+
+    ready = requests.get(url + "/readyz", timeout=30)
+    assert ready.status_code == 200 and ready.json() == {"status": "ready"}
+    app = Ingress.options(name="UnreadyIngress", ray_actor_options={"num_cpus": 0.05}).bind(
+        MuteNER.bind(),
+        BrokenNER.options(name="UnreadySentiment").bind(),
+        StuckSummary.options(name="UnreadySummary").bind(),
+    )
+    serve.run(app, name="unready", route_prefix="/unready")
+    try:
+        probe = {"host": "10.0.3.7:8000"}  # a load balancer's: the node's IP as Host
+        r = requests.get(url + "/unready/readyz", headers=probe, timeout=30)
+        alive = requests.get(url + "/unready/healthz", headers=probe, timeout=10)
+    finally:
+        serve.delete("unready")
+    assert r.status_code == 503, r.text
+    assert r.json() == {"status": "not ready", "missing": {"ner": "did not say what it reads (RuntimeError)"}}
+    assert alive.status_code == 200  # liveness: the ingress itself serves
+
+
+def test_every_series_the_dashboard_charts_is_exported(url, metrics_port):
+    """docs/grafana/nlpserve.json charts only series that Ray exports: scraped after traffic that makes each."""
+    from test_observability import SERVE_SERIES, charted
+
+    text = f"Dashboards in Dublin ({uuid.uuid4().hex})."
+    for _ in range(2):  # the second from the result cache
+        assert post(url, "/analyze", {"text": text}).status_code == 200
+    post(url, "/faulty/analyze", {"text": text, "tasks": ["ner"]})  # a task call that fails
+    requests.get(url + "/nope", timeout=10)  # an HTTP error
+    wanted = charted() | SERVE_SERIES
+    deadline = time.monotonic() + 90
+    while True:
+        lines = requests.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text.splitlines()
+        exported = {x.split("{")[0].split()[0] for x in lines if x and not x.startswith("#")}  # name{labels} value
+        missing = wanted - exported
+        if not missing or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    assert not missing, sorted(missing)

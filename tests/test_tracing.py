@@ -1,0 +1,305 @@
+"""Tracing: the pipeline's spans without Ray (a batch of two requests, tracing off, a failed task),
+the two exporters, and the graph under Serve's native tracing, one trace per request.
+
+The Serve test needs its own Ray started with the tracing variables (Serve reads them when its
+processes start) while the session may already own one, so its scenario runs this file as a script
+in a subprocess, which writes every span to a JSON-lines file (``nlpserve.tracing:jsonl``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+if __name__ == "__main__":  # run as a script, only tests/ is on the path: add the project root
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from nlpserve import tracing  # noqa: E402
+from nlpserve.pipeline import Inputs, Item, Pipeline  # noqa: E402
+from nlpserve.tokens import default_spec  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TASKS = ("ner", "sentiment", "summary")
+DEPLOYMENTS = {"Ingress", "Encoder", "NER", "Sentiment", "Summarize"}
+CALL_OF = {"Encoder": "encode", "NER": "ner call", "Sentiment": "sentiment call", "Summarize": "summary call"}
+# Two different texts: a text answered from the result cache makes no task call, so no task spans.
+TEXTS = [
+    "Apple Inc. reported record revenue on Thursday. Tim Cook said growth will continue next year.",
+    "Goldman Sachs in New York had expected less. Shares of Apple rose 3% in after-hours trading.",
+]
+# Each request names itself (x-request-id, on Serve's proxy span); the first also continues its caller's
+# trace (traceparent, sampled), the second starts its own.
+REQUEST_IDS = ["tracing-test-1", "tracing-test-2"]
+CALLER_TRACE = "a1" * 16
+HEADERS = [
+    {"x-request-id": REQUEST_IDS[0], "traceparent": f"00-{CALLER_TRACE}-{'1' * 16}-01"},
+    {"x-request-id": REQUEST_IDS[1]},
+]
+
+
+@pytest.fixture
+def spans(monkeypatch):
+    """Spans of nlpserve.tracing go to memory, through a provider of the test's own (no global one)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    monkeypatch.setattr(tracing, "tracer", provider.get_tracer("test"))
+    return provider.get_tracer("requests"), exporter
+
+
+def fake_graph(seen: dict, fail: str | None = None) -> Pipeline:
+    """A pipeline whose task and encoder calls, like Serve handle calls, note the span current when made."""
+
+    def encode(refs, rows):
+        seen["encode"] = trace.get_current_span()
+        return asyncio.ensure_future(asyncio.sleep(0, {"rows": rows}))
+
+    def task(name):
+        def call(refs, rows, *encoded):
+            seen[name] = trace.get_current_span()
+
+            async def answer():
+                await asyncio.gather(*encoded)
+                if name == fail:
+                    raise ValueError("model exploded")
+                return {
+                    "results": [name] * sum(map(len, rows)),
+                    "model": {"name": name},
+                    "get_ms": 0.1,
+                    "compute_ms": 1,
+                }
+
+            return asyncio.ensure_future(answer())
+
+        return call
+
+    spec = default_spec()
+    inputs = {
+        "ner": Inputs(spec),
+        "sentiment": Inputs(spec, "m"),
+        "summary": Inputs(spec, "m"),
+        "encoder": Inputs(spec, "m"),
+    }
+
+    async def ask():
+        return inputs
+
+    return Pipeline(ask, {t: task(t) for t in TASKS}, put=lambda batch: "ref", encoders={"encoder": encode})
+
+
+def by_name(finished) -> dict[str, list]:
+    out = defaultdict(list)
+    for s in finished:
+        out[s.name].append(s)
+    return out
+
+
+def test_a_batch_of_two_requests_traces_each_request_and_links_the_shared_calls(spans):
+    requests, exporter = spans
+    a, b = requests.start_span("request a"), requests.start_span("request b")
+    items = [Item("first text", TASKS, trace=a, request=0), Item("second text", TASKS, trace=b, request=1)]
+    seen = {}
+    out = asyncio.run(fake_graph(seen).run(items))
+    assert [o["ner"] for o in out] == ["ner", "ner"]
+    names = by_name(exporter.get_finished_spans())
+    trace_of = {"a": a.get_span_context().trace_id, "b": b.get_span_context().trace_id}
+    assert trace_of["a"] != trace_of["b"]
+
+    # Each request's own trace: its wait for the batch, the batch with its tokenize and put, its wait for each task.
+    for request, trace_id in trace_of.items():
+        mine = {n: [s for s in ss if s.context.trace_id == trace_id] for n, ss in names.items()}
+        for name in ("batch wait", "batch", "tokenize", "put", *TASKS):
+            assert len(mine[name]) == 1, (request, name, mine[name])
+        (batch,) = mine["batch"]
+        assert mine["tokenize"][0].parent.span_id == batch.context.span_id
+        assert batch.attributes["nlpserve.batch.requests"] == 2 and batch.attributes["nlpserve.batch.texts"] == 2
+        assert mine["ner"][0].attributes["nlpserve.compute_ms"] == 1
+    # The batch's times, the same in both traces.
+    assert len({(s.start_time, s.end_time) for s in names["tokenize"]}) == 1
+
+    # The shared calls: one span each, in the first request's trace, linked to the second's span, and
+    # current when the call was made (Serve sends the current span's context with a handle call).
+    for name, linked in (("encode", "batch"), *((f"{t} call", t) for t in TASKS)):
+        (span,) = names[name]
+        assert span.context.trace_id == trace_of["a"], name
+        (other,) = [s for s in names[linked] if s.context.trace_id == trace_of["b"]]
+        assert [link.context.span_id for link in span.links] == [other.context.span_id], name
+        assert seen[name.removesuffix(" call")].get_span_context() == span.context, name
+    assert names["encode"][0].kind == trace.SpanKind.PRODUCER and names["ner call"][0].kind == trace.SpanKind.CLIENT
+
+
+def test_a_request_of_several_texts_has_one_span_per_step(spans):
+    requests, exporter = spans
+    root = requests.start_span("request")  # /analyze/batch: one request, its texts items of one batch
+    asyncio.run(fake_graph({}).run([Item("one", TASKS, trace=root), Item("two", TASKS, trace=root)]))
+    names = by_name(exporter.get_finished_spans())
+    for name in ("batch wait", "batch", "tokenize", "put", "encode", *TASKS, *(f"{t} call" for t in TASKS)):
+        assert len(names[name]) == 1, name
+    assert names["batch"][0].attributes["nlpserve.batch.texts"] == 2 and not names["ner call"][0].links
+
+
+def test_untraced_requests_make_no_spans(spans):
+    _, exporter = spans
+    seen = {}
+    asyncio.run(fake_graph(seen).run([Item("a text", TASKS), Item("another", TASKS)]))
+    assert exporter.get_finished_spans() == ()
+    assert not any(span.is_recording() for span in seen.values())
+
+
+def test_a_failed_task_marks_its_call_and_the_requests_waits(spans):
+    requests, exporter = spans
+    root = requests.start_span("request")
+    out = asyncio.run(fake_graph({}, fail="sentiment").run([Item("a text", TASKS, trace=root)]))
+    assert out[0]["sentiment"]["code"] == "failed" and out[0]["ner"] == "ner"
+    names = by_name(exporter.get_finished_spans())
+    for name in ("sentiment call", "sentiment"):
+        assert names[name][0].status.status_code == trace.StatusCode.ERROR, name
+    assert names["sentiment"][0].status.description == "failed"
+    assert names["ner"][0].status.status_code == trace.StatusCode.UNSET
+
+
+def test_jsonl_writes_a_line_per_span_with_its_ids_and_links(tmp_path, monkeypatch):
+    path = tmp_path / "spans.jsonl"
+    monkeypatch.setenv("NLPSERVE_TRACE_FILE", str(path))
+    provider = TracerProvider()
+    for processor in tracing.jsonl():
+        provider.add_span_processor(processor)
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("parent") as parent:
+        with tracer.start_as_current_span("child", links=[trace.Link(parent.get_span_context())]):
+            pass
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["name"] for r in rows] == ["child", "parent"]
+    child, parent = rows
+    assert child["trace_id"] == parent["trace_id"] and child["parent_id"] == parent["span_id"]
+    assert child["links"] == [{"trace_id": parent["trace_id"], "span_id": parent["span_id"]}]
+
+
+def test_otlp_sends_spans_to_a_collector(monkeypatch):
+    """``otlp()`` as the README uses it, against a stand-in collector that decodes OTLP/HTTP protobuf."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    received = []
+
+    class Collector(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append((self.path, ExportTraceServiceRequest.FromString(body)))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{server.server_port}")
+        provider = TracerProvider()
+        for processor in tracing.otlp():
+            provider.add_span_processor(processor)
+        provider.get_tracer("test").start_span("tokenize").end()
+        provider.shutdown()  # flushes the batch
+    finally:
+        server.shutdown()
+    ((path, request),) = received
+    assert path == "/v1/traces"
+    assert [s.name for rs in request.resource_spans for ss in rs.scope_spans for s in ss.spans] == ["tokenize"]
+
+
+@pytest.mark.serve
+def test_each_request_is_one_trace_through_every_deployment(tmp_path):
+    out = tmp_path / "spans.jsonl"
+    env = {
+        **os.environ,
+        "RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH": "nlpserve.tracing:jsonl",
+        "RAY_SERVE_TRACING_SAMPLING_RATIO": "1",
+        "NLPSERVE_TRACE_FILE": str(out),
+    }
+    proc = subprocess.run([sys.executable, __file__], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    for answer in json.loads(proc.stdout.strip().splitlines()[-1]):
+        assert set(TASKS) <= set(answer) and not any("error" in answer[t] for t in TASKS), answer
+
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    proxies = {r["attributes"].get("request_id"): r for r in rows if r["name"].startswith("proxy_http_request")}
+    assert proxies[REQUEST_IDS[0]]["trace_id"] == CALLER_TRACE  # the caller's trace goes on
+    assert proxies[REQUEST_IDS[0]]["trace_id"] != proxies[REQUEST_IDS[1]]["trace_id"]
+    for request_id in REQUEST_IDS:
+        proxy = proxies[request_id]
+        mine = [r for r in rows if r["trace_id"] == proxy["trace_id"]]
+        by_id = {r["span_id"]: r for r in mine}
+        names = {r["name"] for r in mine}
+        # One tree: every span descends from Serve's proxy span (its parent is the caller's, or none).
+        assert [r["name"] for r in mine if r["parent_id"] not in by_id] == [proxy["name"]], request_id
+        # Serve's own spans: one per replica request, in every deployment of the graph.
+        replicas = {r["attributes"]["deployment"] for r in mine if r["name"].startswith("replica_handle_request")}
+        assert replicas >= DEPLOYMENTS, replicas
+        # Ours, in the same trace.
+        assert names >= {"batch wait", "batch", "tokenize", "put", "encode", *TASKS, *(f"{t} call" for t in TASKS)}
+        # A model span in each replica that runs one, under Serve's span of that replica's call ...
+        models = [r for r in mine if r["name"] == "model"]
+        parents = {by_id[m["parent_id"]]["attributes"]["deployment"] for m in models}
+        assert parents == DEPLOYMENTS - {"Ingress"}, parents
+        # ... which descends from the ingress's span of that call: the context went with the handle call.
+        for m in models:
+            deployment = by_id[m["parent_id"]]["attributes"]["deployment"]
+            up = ancestors(m, by_id)
+            assert CALL_OF[deployment] in up, (deployment, up)
+
+
+def ancestors(row: dict, by_id: dict[str, dict]) -> list[str]:
+    """Names of a span's parent, its parent's parent, ... within one trace."""
+    names = []
+    while row["parent_id"] in by_id:
+        row = by_id[row["parent_id"]]
+        names.append(row["name"])
+    return names
+
+
+def scenario() -> list[dict]:
+    """The default graph on a Ray of its own (tracing from this process's environment), one /analyze
+    request per text; returns the answers once the spans are written."""
+    from nlpserve import local
+
+    os.environ["RAY_TMPDIR"] = tmp = tempfile.mkdtemp(prefix="nlpserve-tracing-")  # not the session's Ray
+    path = Path(os.environ["NLPSERVE_TRACE_FILE"])
+    try:
+        base = local.start(num_cpus=4)
+        try:
+            answers = []
+            for text, headers in zip(TEXTS, HEADERS):
+                r = httpx.post(f"{base}/analyze", json={"text": text}, headers=headers, timeout=120)
+                r.raise_for_status()
+                answers.append(r.json())
+            # The proxy's span ends after the answer is sent: wait until the file stops growing.
+            last = -1
+            while (size := path.stat().st_size if path.exists() else 0) != last:
+                last = size
+                time.sleep(1)
+            return answers
+        finally:
+            local.stop()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    print(json.dumps(scenario()))
