@@ -172,7 +172,19 @@ def main(argv: list[str] | None = None) -> None:
         help="where bad lines go (default: OUTPUT with .errors.jsonl); lines whose tasks answered an error, "
         'or whose request failed after its retries, go there too, marked "retry": re-running sends them again',
     )
+    a.add_argument(
+        "--engine",
+        choices=("http", "ray-data"),
+        default="http",
+        help="http: requests to a service (--url, or a temporary local graph); ray-data: the whole file "
+        "through the models on Ray Data, no service (for big files; JSONL or Parquet in and out)",
+    )
     a.add_argument("--url", help="a running service; default: start a temporary local graph")
+    a.add_argument(
+        "--address",
+        help="ray-data: the Ray cluster to run on, as ray.init's address; default: RAY_ADDRESS, or a cluster "
+        "started with `ray start` on this machine, else a new local Ray",
+    )
     a.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
     a.add_argument("--batch-size", type=int, default=16, help="texts per request")
     a.add_argument("--concurrency", type=int, default=4, help="requests in flight")
@@ -194,7 +206,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     args.errors = args.errors or args.output.with_suffix(".errors.jsonl")
 
-    if args.url:
+    if args.engine == "ray-data":
+        if args.url:
+            parser.error("--url is for --engine http")
+        from nlpserve import bulk  # Ray Data is imported only for this engine
+
+        summary = bulk.run(args)
+    elif args.url:
         summary = asyncio.run(analyze(args, args.url))
     else:
         from nlpserve import local
