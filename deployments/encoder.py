@@ -68,7 +68,8 @@ class Encoder:
             raise RuntimeError(self.failure)
 
     # No wait: a lone call runs at once, and calls that arrive during a pass form the next one.
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.0)
+    # The size comes from EncoderSettings (reconfigure).
+    @serve.batch(batch_wait_timeout_s=0.0)
     async def run(self, calls: list[tuple[TokenBatch, list[int], threading.Event, Span | None]]) -> list[EncodedBatch]:
         stop = AllSet([s for _, _, s, _ in calls])
         began = time.time_ns()

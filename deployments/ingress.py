@@ -243,8 +243,8 @@ class Ingress:
 
     # Starting a batch only tokenizes, stores and queues its task calls, so one at a time is enough.
     # A batch is made of requests (each one or more texts), so a request's token limit is checked
-    # before any of its texts reaches a task.
-    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.002, max_concurrent_batches=1)
+    # before any of its texts reaches a task. Size and wait come from IngressSettings (reconfigure).
+    @serve.batch(max_concurrent_batches=1)
     async def analyze_items(self, requests: list[list[Item]]) -> list[list[Pending]]:
         items = [replace(it, request=k) for k, request in enumerate(requests) for it in request]
         pending = await self.pipeline.start(items)
