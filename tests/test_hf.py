@@ -118,3 +118,17 @@ def test_the_checksum_covers_every_weight_shard_and_the_version_is_not_the_libra
     changed = SequenceClassifier("sentiment", str(tmp_path / "changed")).info()
     assert len(sharded["checksum"]) == 12 and sharded["checksum"] != changed["checksum"]
     assert sharded["version"] == "local"  # a directory: no hub commit (was transformers' own version)
+
+
+def test_token_classifier_entities_equal_the_transformers_pipeline_on_one_window(ner):
+    # TEXTS[1] fits one window: the entities, spans and scores of transformers' own pipeline
+    # (aggregation "simple"), which the class follows.
+    from transformers import pipeline
+
+    reference = pipeline(
+        "token-classification", model=ner.model, tokenizer=ner.tokenizer, aggregation_strategy="simple"
+    )
+    expected = [(e["entity_group"], e["start"], e["end"], float(e["score"])) for e in reference(TEXTS[1])]
+    (got,) = ner(Tokenizer(ner.spec)(TEXTS[1:]), [0])
+    assert [(e["entity_group"], e["start"], e["end"]) for e in got] == [x[:3] for x in expected]
+    assert all(abs(e["score"] - x[3]) < 1e-5 for e, x in zip(got, expected)), (got, expected)
