@@ -12,16 +12,17 @@ import ray
 import torch
 from ray import serve
 
+from deployments.configured import Configured
 from nlpserve import tracing
 from nlpserve.device import choose_device
-from nlpserve.errors import EncoderMismatch, TokenizerMismatch, describe
+from nlpserve.errors import EncoderMismatch, TokenizerMismatch
 from nlpserve.models import SETTINGS, TaskModel, build
 from nlpserve.pipeline import Inputs
 from nlpserve.schemas import Task
 from nlpserve.tokens import EncodedBatch, TokenBatch
 
 
-class TaskReplica:
+class TaskReplica(Configured):
     """Base of a task deployment; subclasses name their ``task``.
 
     The model is built by the registry (nlpserve.models) from the ``user_config`` (``backend``,
@@ -36,15 +37,6 @@ class TaskReplica:
         self.loaded: tuple | None = None
         self.device = torch.device("cpu")
         self.lock = asyncio.Lock()  # one model call at a time: spaCy and torch modules are not made for threads
-        self.failure: str | None = None  # why the last reconfigure failed, until one succeeds: for check_health
-
-    def reconfigure(self, config: dict) -> None:
-        try:
-            self._configure(config)
-        except Exception as e:
-            self.failure = f"reconfigure failed: {describe(e)}"
-            raise
-        self.failure = None
 
     def _configure(self, config: dict) -> None:
         settings = SETTINGS[self.task](**config)
@@ -56,16 +48,6 @@ class TaskReplica:
         else:
             self.model.configure(settings)
         self.model_info = {**self.model.info(), "device": str(self.device), "settings": settings.answer_hash}
-
-    def _ready(self) -> None:
-        if self.model is None:  # bound without a user_config: Serve never calls reconfigure
-            self.reconfigure({})
-
-    def check_health(self) -> None:
-        """Serve's periodic check (cheap: no model call): a replica whose model failed to load, or was left
-        half-configured, raises and is replaced. One bound without a user_config loads on its first call."""
-        if self.failure:
-            raise RuntimeError(self.failure)
 
     async def __call__(self, refs: list, rows: list[list[int]], *encoded: EncodedBatch) -> dict:
         """Results for ``rows[i]`` of the TokenBatch behind each ``refs[i]``, in order, the model

@@ -12,10 +12,10 @@ from opentelemetry.trace import Span
 from ray import serve
 from ray.serve import metrics
 
+from deployments.configured import Configured
 from nlpserve import tracing
 from nlpserve.device import choose_device
 from nlpserve.encoder import Encoder as MiniLM
-from nlpserve.errors import describe
 from nlpserve.pipeline import Inputs
 from nlpserve.schemas import EncoderSettings
 from nlpserve.tokens import EncodedBatch, TokenBatch, default_spec
@@ -32,22 +32,13 @@ class AllSet:
 
 
 @serve.deployment(name="Encoder", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=16)
-class Encoder:
+class Encoder(Configured):
     def __init__(self) -> None:
         self.model: MiniLM | None = None
         self.loaded: tuple | None = None
         self.counts: Counter[str] = Counter()
-        self.failure: str | None = None  # why the last reconfigure failed, until one succeeds: for check_health
         self.texts = metrics.Counter("nlpserve_encoded_texts", "Texts run through the shared encoder.")
         self.passes = metrics.Counter("nlpserve_encoder_passes", "Encoder passes (each over one or more calls).")
-
-    def reconfigure(self, config: dict) -> None:
-        try:
-            self._configure(config)
-        except Exception as e:
-            self.failure = f"reconfigure failed: {describe(e)}"
-            raise
-        self.failure = None
 
     def _configure(self, config: dict) -> None:
         settings = EncoderSettings(**config)
@@ -56,16 +47,6 @@ class Encoder:
             model.to(choose_device())
             self.model, self.loaded = model, (settings.kernel, settings.torch_threads)
         self.run.set_max_batch_size(settings.max_batch_size)
-
-    def _ready(self) -> None:
-        if self.model is None:  # bound without a user_config: Serve never calls reconfigure
-            self.reconfigure({})
-
-    def check_health(self) -> None:
-        """Serve's periodic check (cheap: no model call): a replica whose kernel failed to load raises and is
-        replaced. One bound without a user_config loads on its first call."""
-        if self.failure:
-            raise RuntimeError(self.failure)
 
     # No wait: a lone call runs at once, and calls that arrive during a pass form the next one.
     # The size comes from EncoderSettings (reconfigure).
