@@ -18,7 +18,7 @@ from deployments.metrics import IngressMetrics
 from nlpserve import tracing
 from nlpserve.cache import ResultCache
 from nlpserve.errors import describe
-from nlpserve.pipeline import Item, Pending, Pipeline
+from nlpserve.pipeline import Item, Pending, Pipeline, unbatched
 from nlpserve.resources import PAGE
 from nlpserve.schemas import (
     ERRORS,
@@ -337,8 +337,7 @@ class Ingress:
                 if self.results:
                     self.results.store(text, result)
             else:
-                timings = {"batch_size": 0, "queue_ms": 0.0, "tokenize_ms": 0.0, "put_ms": 0.0, "tasks": {}}
-                result = {"models": {}, "timings": timings}
+                result = unbatched()
             for task, (answer, model) in found.items():
                 result[task] = answer
                 result["models"][task] = model

@@ -87,6 +87,12 @@ def _ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
 
 
+def unbatched(queue_ms: float = 0.0) -> dict:
+    """The result of an item no batch ran (answered from the cache, or out of time before its batch)."""
+    timings = {"batch_size": 0, "queue_ms": queue_ms, "tokenize_ms": 0.0, "put_ms": 0.0, "tasks": {}}
+    return {"models": {}, "timings": timings}
+
+
 def expired(task: str) -> dict:
     return {"error": f"{task} was not done by the request's deadline", "code": "deadline_exceeded"}
 
@@ -331,9 +337,8 @@ class Pipeline:
     @staticmethod
     def expired_result(item: Item) -> dict:
         """The result of an item whose deadline passed before its batch started (queued or tokenizing)."""
-        queued = _ms(time.perf_counter() - item.received)
-        timings = {"batch_size": 0, "queue_ms": queued, "tokenize_ms": 0.0, "put_ms": 0.0, "tasks": {}}
-        return {"models": {}, "timings": timings, **{task: expired(task) for task in item.tasks}}
+        result = unbatched(_ms(time.perf_counter() - item.received))
+        return {**result, **{task: expired(task) for task in item.tasks}}
 
     @staticmethod
     def _cancel_unless_used(response: Any, calls: list[asyncio.Future]) -> None:
