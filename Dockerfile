@@ -17,4 +17,4 @@ COPY --chown=1000:100 nlpserve nlpserve/
 # (fp32 and int8) built into ~/.cache/nlpserve/onnx, so no replica builds them at start. -P imports the
 # installed package, as the replicas do, not the source tree in the workdir.
 RUN pip install --no-cache-dir . && \
-    python -P -c "import graph; from nlpserve.kernels import ensure_onnx; from nlpserve.resources import minilm_dir; ensure_onnx(minilm_dir(), 'int8')"
+    python -P -c "import graph; from nlpserve.models.kernels import ensure_onnx; from nlpserve.resources import minilm_dir; ensure_onnx(minilm_dir(), 'int8')"

@@ -20,7 +20,7 @@ from ray import serve
 
 from bench.load import percentiles
 from bench.texts import PARAGRAPHS, make_texts
-from nlpserve import local
+from nlpserve.on_ray import local
 
 OUT = local.ROOT / "docs" / "autoscale"
 DEPLOYMENTS = ("Ingress", "Encoder", "NER", "Sentiment", "Summarize")

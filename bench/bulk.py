@@ -21,8 +21,9 @@ from pathlib import Path
 
 from bench.run import in_process
 from bench.texts import make_texts
-from nlpserve import cli, local
-from nlpserve.local import ROOT
+from nlpserve import cli
+from nlpserve.on_ray import local
+from nlpserve.on_ray.local import ROOT
 
 
 class FirstAnswer:

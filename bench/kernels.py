@@ -1,4 +1,4 @@
-"""Speed and accuracy of the MiniLM kernels (nlpserve.kernels) on news texts of ~107 tokens.
+"""Speed and accuracy of the MiniLM kernels (nlpserve.models.kernels) on news texts of ~107 tokens.
 
     python -m bench.kernels [--threads 1] [--texts 200] [--passes 30]
 
@@ -17,10 +17,10 @@ import time
 import numpy as np
 
 from bench.texts import make_texts
-from nlpserve.kernels import KERNELS, Kernel, cache_dir, load_kernel
+from nlpserve.models.kernels import KERNELS, Kernel, cache_dir, load_kernel
+from nlpserve.models.windows import padded_batches
 from nlpserve.resources import minilm_dir
 from nlpserve.tokens import Tokenizer
-from nlpserve.windows import padded_batches
 
 
 def batches(texts: list[str], size: int) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -80,9 +80,9 @@ def served(texts: list[str], reps: int = 3) -> dict[str, dict]:
     """Each kernel as the Encoder deployment runs it (one window per call, 1 thread), against torch
     float32 on the same texts: ms per text, the summary sentences picked (identical share) and the
     sentiment labels (same share)."""
-    from nlpserve.encoder import Encoder
-    from nlpserve.sentiment import SentimentModel
-    from nlpserve.summarize import ExtractiveSummarizer
+    from nlpserve.models.encoder import Encoder
+    from nlpserve.models.sentiment import SentimentModel
+    from nlpserve.models.summarize import ExtractiveSummarizer
 
     batch = Tokenizer()(texts)
     rows = list(range(len(texts)))

@@ -24,7 +24,7 @@ import yaml
 
 from bench.load import load
 from bench.texts import make_texts
-from nlpserve.local import ROOT
+from nlpserve.on_ray.local import ROOT
 
 OPTIMIZED = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 ACTOR_CALLS = {"RAY_SERVE_USE_GRPC_BY_DEFAULT": "0"}

@@ -26,8 +26,8 @@ import torch
 
 from bench.load import load, percentiles
 from bench.texts import PARAGRAPHS, make_texts
-from nlpserve import local
-from nlpserve.local import ROOT, free_port
+from nlpserve.on_ray import local
+from nlpserve.on_ray.local import ROOT, free_port
 from nlpserve.schemas import TASKS
 
 CONCURRENCY = (1, 4, 16, 64)
@@ -40,10 +40,10 @@ BATCHES = (1, 8, 16, 32)
 def in_process(reps: int, threads: int) -> dict:
     """The best monolith with the same kernels: tokenize once, encode once for both heads, NER, the
     heads, all called directly in this process with ``threads`` threads for the encoder."""
-    from nlpserve.encoder import Encoder
-    from nlpserve.ner import SpacyNER
-    from nlpserve.sentiment import SentimentModel
-    from nlpserve.summarize import ExtractiveSummarizer
+    from nlpserve.models.encoder import Encoder
+    from nlpserve.models.ner import SpacyNER
+    from nlpserve.models.sentiment import SentimentModel
+    from nlpserve.models.summarize import ExtractiveSummarizer
     from nlpserve.tokens import Tokenizer
 
     torch.set_num_threads(threads)

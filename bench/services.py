@@ -21,10 +21,10 @@ from nlpserve.tokens import Tokenizer
 
 
 def task_app(task: str) -> FastAPI:
-    from nlpserve.encoder import Encoder
-    from nlpserve.ner import SpacyNER
-    from nlpserve.sentiment import SentimentModel
-    from nlpserve.summarize import ExtractiveSummarizer
+    from nlpserve.models.encoder import Encoder
+    from nlpserve.models.ner import SpacyNER
+    from nlpserve.models.sentiment import SentimentModel
+    from nlpserve.models.summarize import ExtractiveSummarizer
 
     model = {"ner": SpacyNER, "sentiment": SentimentModel, "summary": ExtractiveSummarizer}[task]()
     encoder = Encoder() if model.encoder else None  # a service of its own encodes for itself

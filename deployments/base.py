@@ -43,7 +43,8 @@ class TaskReplica(Configured):
         torch.set_num_threads(settings.torch_threads)
         if settings.load_key != self.loaded:
             self.model = build(self.task, settings)
-            self.device = self.model.to(choose_device())  # where it runs: spaCy and the heads stay on the CPU
+            # Where it runs: spaCy and the heads stay on the CPU.
+            self.device = self.model.to(choose_device(ray.get_gpu_ids()))
             self.loaded = settings.load_key
         else:
             self.model.configure(settings)

@@ -8,6 +8,7 @@ import threading
 import time
 from collections import Counter
 
+import ray
 from opentelemetry.trace import Span
 from ray import serve
 from ray.serve import metrics
@@ -15,10 +16,10 @@ from ray.serve import metrics
 from deployments.configured import Configured
 from nlpserve import tracing
 from nlpserve.device import choose_device
-from nlpserve.encoder import Encoder as MiniLM
+from nlpserve.models import EncoderModel, build_encoder
 from nlpserve.pipeline import Inputs
 from nlpserve.schemas import EncoderSettings
-from nlpserve.tokens import EncodedBatch, TokenBatch, default_spec
+from nlpserve.tokens import EncodedBatch, TokenBatch
 
 
 class AllSet:
@@ -34,7 +35,7 @@ class AllSet:
 @serve.deployment(name="Encoder", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=16)
 class Encoder(Configured):
     def __init__(self) -> None:
-        self.model: MiniLM | None = None
+        self.model: EncoderModel | None = None
         self.loaded: tuple | None = None
         self.counts: Counter[str] = Counter()
         self.texts = metrics.Counter("nlpserve_encoded_texts", "Texts run through the shared encoder.")
@@ -43,8 +44,8 @@ class Encoder(Configured):
     def _configure(self, config: dict) -> None:
         settings = EncoderSettings(**config)
         if (settings.kernel, settings.torch_threads) != self.loaded:
-            model = MiniLM(kernel=settings.kernel, threads=settings.torch_threads)
-            model.to(choose_device())
+            model = build_encoder(settings)
+            model.to(choose_device(ray.get_gpu_ids()))
             self.model, self.loaded = model, (settings.kernel, settings.torch_threads)
         self.run.set_max_batch_size(settings.max_batch_size)
 
@@ -58,7 +59,8 @@ class Encoder(Configured):
         out = await asyncio.to_thread(self.model.encode, [(b, rows) for b, rows, _, _ in calls], stop)
         texts = sum(len(rows) for _, rows, _, _ in calls)
         # One pass for several calls: one span, in the first call's trace, linked to the others.
-        attributes = {"nlpserve.kernel": self.model.kernel.name, "nlpserve.texts": texts, "nlpserve.calls": len(calls)}
+        kernel = self.model.info()["kernel"]
+        attributes = {"nlpserve.kernel": kernel, "nlpserve.texts": texts, "nlpserve.calls": len(calls)}
         tracing.record("model", [span for *_, span in calls], began, time.time_ns(), attributes)
         self.counts.update(passes=1, calls=len(calls), texts=texts)
         self.passes.inc()
@@ -81,11 +83,11 @@ class Encoder(Configured):
     def inputs(self) -> Inputs:
         """The tokenizer it reads and the key the heads of this encoder name."""
         self._ready()
-        return Inputs(default_spec(), self.model.key)
+        return Inputs(self.model.spec, self.model.key)
 
     def info(self) -> dict:
         self._ready()
-        return {"name": "all-MiniLM-L6-v2", "kernel": self.model.kernel.name, "key": self.model.key}
+        return self.model.info()
 
     def stats(self) -> dict:
         return dict(self.counts)

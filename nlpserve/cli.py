@@ -209,13 +209,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.engine == "ray-data":
         if args.url:
             parser.error("--url is for --engine http")
-        from nlpserve import bulk  # Ray Data is imported only for this engine
+        from nlpserve.on_ray import bulk  # Ray Data is imported only for this engine
 
         summary = bulk.run(args)
     elif args.url:
         summary = asyncio.run(analyze(args, args.url))
     else:
-        from nlpserve import local
+        from nlpserve.on_ray import local
 
         url = local.start()
         try:

@@ -126,7 +126,7 @@ class EncodedBatch:
     vectors: np.ndarray
     splits: np.ndarray
     compute_ms: float = 0.0
-    kernel: str = ""  # the forward pass that made them (nlpserve.kernels): int8 vectors differ a little
+    kernel: str = ""  # the forward pass that made them (nlpserve.models.kernels): int8 vectors differ a little
     _index: dict[int, int] = field(default_factory=dict, repr=False)
 
     def row(self, i: int) -> np.ndarray:

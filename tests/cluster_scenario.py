@@ -34,7 +34,7 @@ from ray.util.state import list_actors
 if __name__ == "__main__":  # run as a script, only tests/ is on the path: add the project root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nlpserve import local  # noqa: E402
+from nlpserve.on_ray import local  # noqa: E402
 
 CONFIG = local.ROOT / "config" / "cluster.yaml"
 APP = "nlp"
@@ -175,7 +175,7 @@ def alive(pid: int) -> bool:
 
 def main(sigkill: bool = False) -> dict:
     # Ray's files and its address file in a directory of our own (see the module docstring), and
-    # workers at normal priority, as nlpserve.local does for the single-node graph.
+    # workers at normal priority, as nlpserve.on_ray.local does for the single-node graph.
     own_tmp = "RAY_TMPDIR" not in os.environ
     if own_tmp:
         os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="nlpserve-cluster-")

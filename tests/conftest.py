@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 from ray import serve
 
-from nlpserve import local
+from nlpserve.on_ray import local
 from nlpserve.tokens import Tokenizer
 
 

@@ -61,10 +61,10 @@ def records(path) -> dict[int, dict]:
 @pytest.fixture(scope="module")
 def reference() -> dict[str, dict]:
     """Each text's answers from the task classes, called directly as bench/run.py's in-process mode does."""
-    from nlpserve.encoder import Encoder
-    from nlpserve.ner import SpacyNER
-    from nlpserve.sentiment import SentimentModel
-    from nlpserve.summarize import ExtractiveSummarizer
+    from nlpserve.models.encoder import Encoder
+    from nlpserve.models.ner import SpacyNER
+    from nlpserve.models.sentiment import SentimentModel
+    from nlpserve.models.summarize import ExtractiveSummarizer
     from nlpserve.tokens import Tokenizer
 
     batch = Tokenizer()(TEXTS)

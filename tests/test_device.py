@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from nlpserve.device import choose_device
-from nlpserve.encoder import Encoder
-from nlpserve.hf import SequenceClassifier
+from nlpserve.models.encoder import Encoder
+from nlpserve.models.hf import SequenceClassifier
 from nlpserve.tokens import Tokenizer
 
 
@@ -13,7 +13,7 @@ def test_cuda_only_when_a_gpu_is_assigned_and_usable():
     assert choose_device(gpu_ids=[], cuda_available=True) == torch.device("cpu")  # num_gpus: 0
     assert choose_device(gpu_ids=[0], cuda_available=False) == torch.device("cpu")  # no CUDA build
     assert choose_device(gpu_ids=["0"], cuda_available=True) == torch.device("cuda", 0)
-    assert choose_device() == torch.device("cpu")  # this machine: no Ray GPU, no CUDA
+    assert choose_device([0]) == torch.device("cpu")  # this machine: no CUDA
 
 
 def test_models_run_on_the_device_they_were_moved_to(tiny_models):

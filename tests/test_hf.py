@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from nlpserve.hf import ModelLoadError, Seq2SeqSummarizer, SequenceClassifier, TokenClassifier, load
+from nlpserve.models.hf import ModelLoadError, Seq2SeqSummarizer, SequenceClassifier, TokenClassifier, load
 from nlpserve.tokens import Tokenizer, TokenizerSpec, default_spec
 
 TEXTS = ["Apple Inc. said Tim Cook will visit Goldman Sachs in New York. " * 6, "Paris is lovely in May."]

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nlpserve import kernels
-from nlpserve.kernels import KERNELS, Kernel, load_kernel
+from nlpserve.models import kernels
+from nlpserve.models.kernels import KERNELS, Kernel, load_kernel
 from nlpserve.resources import minilm_dir
 from nlpserve.tokens import Tokenizer
 

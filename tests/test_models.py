@@ -1,10 +1,14 @@
 """The task-model contract and registry, without Ray."""
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
-from nlpserve.models import REGISTRY, SETTINGS, TaskModel, build
-from nlpserve.schemas import NERSettings, SummarySettings
+from nlpserve.models import REGISTRY, SETTINGS, EncoderModel, TaskModel, build, build_encoder
+from nlpserve.schemas import EncoderSettings, NERSettings, SummarySettings
+from nlpserve.tokens import Tokenizer
 
 CONTRACT = ("spec", "info", "to", "configure", "__call__", "encoder")
 
@@ -21,6 +25,27 @@ def test_every_registered_model_keeps_the_contract(task, backend, tiny_models):
     assert set(model.info()) >= {"name", "version", "checksum"} and model.spec.fingerprint
     where = model.to(torch.device("cpu"))
     assert where == torch.device("cpu")
+
+
+def test_the_encoder_keeps_its_contract():
+    encoder: EncoderModel = build_encoder(EncoderSettings(kernel="onnx"))
+    assert encoder.info() == {"name": "all-MiniLM-L6-v2", "kernel": "onnx", "key": encoder.key}
+    batch = Tokenizer(encoder.spec)(["One text.", "Another, longer text."])
+    (out,) = encoder.encode([(batch, [1])])
+    assert out.key == encoder.key and out.rows == [1] and out.vectors.shape[1] == 384
+
+
+def test_nlpserve_runs_without_ray_outside_on_ray():
+    """The core (models, pipeline, client, CLI, schemas...) imports no Ray: only nlpserve.on_ray does."""
+    code = (
+        "import importlib, pkgutil, sys, nlpserve\n"
+        "for m in pkgutil.walk_packages(nlpserve.__path__, 'nlpserve.'):\n"
+        "    if not m.name.startswith('nlpserve.on_ray'):\n"
+        "        importlib.import_module(m.name)\n"
+        "print(sorted(k for k in sys.modules if k == 'ray' or k.startswith('ray.')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_settings_that_need_no_reload_reach_the_model():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from samples import NEWS
 
-from nlpserve.ner import PRESET, SpacyNER, word_spans
+from nlpserve.models.ner import PRESET, SpacyNER, word_spans
 
 TEXTS = [
     NEWS,

@@ -9,10 +9,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from nlpserve.encoder import Encoder
-from nlpserve.kernels import DEFAULT_KERNEL
+from nlpserve.models.encoder import Encoder
+from nlpserve.models.kernels import DEFAULT_KERNEL
+from nlpserve.models.sentiment import SentimentHead, SentimentModel, load_head
 from nlpserve.resources import SENTIMENT_HEAD
-from nlpserve.sentiment import SentimentHead, SentimentModel, load_head
 
 
 @pytest.fixture(scope="module")

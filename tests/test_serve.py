@@ -19,8 +19,8 @@ pytestmark = pytest.mark.serve
 @pytest.fixture(scope="module")
 def in_process():
     """The served default pack's encoder (default kernel) and sentiment head, in this process."""
-    from nlpserve.encoder import Encoder
-    from nlpserve.sentiment import SentimentModel
+    from nlpserve.models.encoder import Encoder
+    from nlpserve.models.sentiment import SentimentModel
 
     return Encoder(), SentimentModel()
 
@@ -144,9 +144,9 @@ def test_one_tokenization_and_one_put_per_batch_and_tasks_get_object_refs(url):
 
 
 def test_each_text_is_encoded_once_for_both_heads_with_the_same_answers(url, tokenizer):
-    from nlpserve.encoder import Encoder
-    from nlpserve.sentiment import SentimentModel
-    from nlpserve.summarize import ExtractiveSummarizer
+    from nlpserve.models.encoder import Encoder
+    from nlpserve.models.sentiment import SentimentModel
+    from nlpserve.models.summarize import ExtractiveSummarizer
 
     before, tasks_before = _stats()
     fresh = uuid.uuid4().hex

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nlpserve.encoder import Encoder
+from nlpserve.models.encoder import Encoder
+from nlpserve.models.summarize import ExtractiveSummarizer, Sentence, split_sentences
 from nlpserve.schemas import SummarySettings
-from nlpserve.summarize import ExtractiveSummarizer, Sentence, split_sentences
 
 NEWS_LEAD = Path(__file__).resolve().parents[1] / "nlpserve/data/news_lead.jsonl"
 

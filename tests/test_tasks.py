@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 from samples import NEWS
 
-from nlpserve.encoder import Encoder
-from nlpserve.ner import SpacyNER
+from nlpserve.models.encoder import Encoder
+from nlpserve.models.ner import SpacyNER
+from nlpserve.models.sentiment import SentimentModel
+from nlpserve.models.summarize import ExtractiveSummarizer, split_sentences
+from nlpserve.models.windows import windows
 from nlpserve.resources import minilm_dir
-from nlpserve.sentiment import SentimentModel
-from nlpserve.summarize import ExtractiveSummarizer, split_sentences
-from nlpserve.windows import windows
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def test_ner_finds_org_and_person_with_offsets(tokenizer, ner):
 def test_ner_doc_text_equals_input_whatever_the_white_space(tokenizer, ner):
     text = "  Barack Obama\tvisited\n\nParis,  France. \x07 Done "
     b = tokenizer([text])
-    from nlpserve.ner import word_spans
+    from nlpserve.models.ner import word_spans
 
     s = b.span(0)
     doc = ner.doc(text, ner.words(text, word_spans(b.offsets[s], b.word_ids[s])))
@@ -55,7 +55,7 @@ def test_ner_rejoins_words_spacy_keeps_together(tokenizer, ner):
     text = "The U.S. unit of Acme Corp. earned $5.3 billion; Apple's CEO didn't say... "
     text += "@acme_news https://acme.com/q3 I-880"
     b = tokenizer([text])
-    from nlpserve.ner import word_spans
+    from nlpserve.models.ner import word_spans
 
     s = b.span(0)
     words = [text[a:e] for a, e in ner.words(text, word_spans(b.offsets[s], b.word_ids[s]))]
@@ -175,7 +175,7 @@ def test_one_encoder_pass_serves_several_batches_and_heads_read_their_rows(token
 
 def test_the_encoder_refuses_tokens_of_another_tokenizer(tiny_models, encoder):
     from nlpserve.errors import EncoderMismatch
-    from nlpserve.hf import Seq2SeqSummarizer
+    from nlpserve.models.hf import Seq2SeqSummarizer
     from nlpserve.tokens import Tokenizer
 
     other = Seq2SeqSummarizer("summary", str(tiny_models["summary"]))
@@ -208,7 +208,7 @@ def test_the_encoder_stops_between_windows_once_its_caller_gives_up(tokenizer, e
 
 def test_ner_parses_in_chunks_stops_between_them_and_answers_as_one_parse(tokenizer, ner, monkeypatch):
     from nlpserve.errors import Cancelled
-    from nlpserve.ner import CHUNK_WORDS
+    from nlpserve.models.ner import CHUNK_WORDS
 
     texts = [f"{NEWS} " * 20, "Angela Merkel met Emmanuel Macron in Berlin.", f"{NEWS} " * 20]  # ~1500 words each
     batch = tokenizer(texts)

@@ -277,7 +277,7 @@ def ancestors(row: dict, by_id: dict[str, dict]) -> list[str]:
 def scenario() -> list[dict]:
     """The default graph on a Ray of its own (tracing from this process's environment), one /analyze
     request per text; returns the answers once the spans are written."""
-    from nlpserve import local
+    from nlpserve.on_ray import local
 
     os.environ["RAY_TMPDIR"] = tmp = tempfile.mkdtemp(prefix="nlpserve-tracing-")  # not the session's Ray
     path = Path(os.environ["NLPSERVE_TRACE_FILE"])

@@ -11,10 +11,10 @@ import torch
 from transformers import AutoConfig
 
 from nlpserve.errors import EncoderMismatch, Stop
-from nlpserve.kernels import DEFAULT_KERNEL, TorchKernel, load_kernel
+from nlpserve.models.kernels import DEFAULT_KERNEL, TorchKernel, load_kernel
+from nlpserve.models.windows import check_stride, padded_batches, window_pieces
 from nlpserve.resources import checksum, minilm_dir
-from nlpserve.tokens import EncodedBatch, TokenBatch, default_spec
-from nlpserve.windows import check_stride, padded_batches, window_pieces
+from nlpserve.tokens import EncodedBatch, TokenBatch, TokenizerSpec, default_spec
 
 
 def encoder_key(model_dir: str | Path, fingerprint: str) -> str:
@@ -33,7 +33,7 @@ class Encoder:
     split into windows that overlap by ``stride`` tokens; every token is pooled once,
     from the first window that holds it, so no part of a long text is dropped.
 
-    ``kernel`` picks the forward pass (nlpserve.kernels): ONNX Runtime int8 by default, the fastest
+    ``kernel`` picks the forward pass (nlpserve.models.kernels): ONNX Runtime int8 by default, the fastest
     here at a sentence-vector cosine of ~0.99 to torch float32 (README, Performance). Every kernel but
     torch float32 runs each window alone: on one CPU thread padding batches gains nothing, and an int8
     kernel's activation scales would then depend on the other texts of the batch.
@@ -58,6 +58,13 @@ class Encoder:
         self.dim = config.hidden_size
         self.device = torch.device("cpu")
         self.key = encoder_key(self.path, default_spec().fingerprint)
+
+    @property
+    def spec(self) -> TokenizerSpec:
+        return default_spec()
+
+    def info(self) -> dict:
+        return {"name": "all-MiniLM-L6-v2", "kernel": self.kernel.name, "key": self.key}
 
     def to(self, device: torch.device) -> None:
         """Run on ``device`` (the replica's GPU, see nlpserve.device): the torch kernel only."""

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from nlpserve.encoder import Encoder, mean_pool
+from nlpserve.models.encoder import Encoder, mean_pool
 from nlpserve.tokens import Tokenizer
 
 LABELS = ["negative", "neutral", "positive"]

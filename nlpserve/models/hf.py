@@ -18,10 +18,10 @@ from transformers.utils import cached_file
 from transformers.utils import logging as hf_logging
 
 from nlpserve.errors import Stop, describe
+from nlpserve.models.windows import Piece, check_stride, padded_batches, window_pieces
 from nlpserve.resources import checksum
 from nlpserve.schemas import SummarySettings, TaskSettings
 from nlpserve.tokens import TokenBatch, TokenizerSpec, special_tokens
-from nlpserve.windows import Piece, check_stride, padded_batches, window_pieces
 
 # kind -> (Auto class, what its config's `architectures` must end with)
 KINDS = {

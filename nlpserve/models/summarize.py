@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from nlpserve.encoder import default_encoder_key, mean_pool
 from nlpserve.errors import Stop, check
+from nlpserve.models.encoder import default_encoder_key, mean_pool
 from nlpserve.resources import checksum, minilm_dir, minilm_version
 from nlpserve.schemas import SummarySettings
 from nlpserve.tokens import TokenBatch, TokenizerSpec, default_spec

@@ -123,7 +123,7 @@ class Tokenize(Stage):
 
 class NER(Stage):
     def __init__(self, keep: list[str] | None = None) -> None:
-        from nlpserve.ner import SpacyNER
+        from nlpserve.models.ner import SpacyNER
 
         super().__init__(keep)
         settings = NERSettings()
@@ -137,7 +137,7 @@ class NER(Stage):
 
 class Encode(Stage):
     def __init__(self, keep: list[str] | None = None) -> None:
-        from nlpserve.encoder import Encoder
+        from nlpserve.models.encoder import Encoder
 
         super().__init__(keep)
         settings = EncoderSettings()
@@ -155,8 +155,8 @@ class Heads(Stage):
     def __init__(self, tasks: list[str], keep: list[str] | None = None) -> None:
         import torch
 
-        from nlpserve.sentiment import SentimentModel
-        from nlpserve.summarize import ExtractiveSummarizer
+        from nlpserve.models.sentiment import SentimentModel
+        from nlpserve.models.summarize import ExtractiveSummarizer
 
         super().__init__(keep)
         models = {}  # task -> (model, its settings)
@@ -366,7 +366,7 @@ def _ray(address: str | None) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    os.environ.setdefault("RAY_worker_niceness", "0")  # as nlpserve.local: workers at normal priority
+    os.environ.setdefault("RAY_worker_niceness", "0")  # as nlpserve.on_ray.local: workers at normal priority
     ray.init(address=address, include_dashboard=False, runtime_env={"env_vars": ENV})
     try:
         yield

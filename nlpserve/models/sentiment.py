@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
-from nlpserve.encoder import default_encoder_key
 from nlpserve.errors import Stop, check
+from nlpserve.models.encoder import default_encoder_key
 from nlpserve.resources import SENTIMENT_HEAD, checksum, minilm_dir, minilm_version
 from nlpserve.schemas import SentimentSettings
 from nlpserve.tokens import TokenBatch, TokenizerSpec, default_spec

@@ -1,4 +1,5 @@
-"""The contract every task model keeps, and the registry that builds one from a task's settings."""
+"""The task models and the shared encoder: the contracts they keep (TaskModel, EncoderModel), and the
+registry that builds one from its settings. Each backend is a module of this package."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ from typing import Any, Protocol
 import torch
 
 from nlpserve.errors import Stop
-from nlpserve.hf import Seq2SeqSummarizer, SequenceClassifier, TokenClassifier
-from nlpserve.ner import SpacyNER
-from nlpserve.schemas import NERSettings, SentimentSettings, SummarySettings, Task, TaskSettings
-from nlpserve.sentiment import SentimentModel
-from nlpserve.summarize import ExtractiveSummarizer
-from nlpserve.tokens import TokenBatch, TokenizerSpec
+from nlpserve.models.encoder import Encoder
+from nlpserve.models.hf import Seq2SeqSummarizer, SequenceClassifier, TokenClassifier
+from nlpserve.models.ner import SpacyNER
+from nlpserve.models.sentiment import SentimentModel
+from nlpserve.models.summarize import ExtractiveSummarizer
+from nlpserve.schemas import EncoderSettings, NERSettings, SentimentSettings, SummarySettings, Task, TaskSettings
+from nlpserve.tokens import EncodedBatch, TokenBatch, TokenizerSpec
 
 
 class TaskModel(Protocol):
@@ -38,6 +40,22 @@ class TaskModel(Protocol):
     def __call__(self, batch: TokenBatch, rows: list[int], *vectors: Any, stop: Stop | None = None) -> list: ...
 
 
+class EncoderModel(Protocol):
+    """A shared encoder, as the Encoder deployment serves it: one pass over the rows of several calls,
+    token vectors that every head naming its ``key`` reads (see nlpserve.models.encoder)."""
+
+    key: str  # the weights checksum and the tokenizer fingerprint: heads name it to share its passes
+
+    @property
+    def spec(self) -> TokenizerSpec: ...  # the tokenizer whose tokens it reads
+
+    def info(self) -> dict: ...  # name, kernel (the forward pass that runs, e.g. "onnx-int8"), key
+
+    def to(self, device: torch.device) -> None: ...
+
+    def encode(self, calls: list[tuple[TokenBatch, list[int]]], stop: Stop | None = None) -> list[EncodedBatch]: ...
+
+
 REGISTRY: dict[tuple[Task, str], Callable[[Any], TaskModel]] = {
     ("ner", "default"): lambda s: SpacyNER(kernel=s.kernel),
     ("ner", "spacy"): lambda s: SpacyNER(s.model, s.kernel),
@@ -59,3 +77,8 @@ def build(task: Task, settings: TaskSettings) -> TaskModel:
     model = REGISTRY[(task, settings.backend)](settings)
     model.configure(settings)
     return model
+
+
+def build_encoder(settings: EncoderSettings) -> EncoderModel:
+    """The shared encoder ``settings`` describe (one today: MiniLM, on the kernel they name)."""
+    return Encoder(kernel=settings.kernel, threads=settings.torch_threads)
