@@ -226,11 +226,9 @@ class Ingress:
         self.settings = s = IngressSettings(**config)
         self.analyze_items.set_max_batch_size(s.max_batch_size)
         self.analyze_items.set_batch_wait_timeout_s(s.batch_wait_timeout_s)
-        self.pipeline.timeout_s = s.task_timeout_s
-        self.pipeline.timeouts_s = s.task_timeouts_s
-        self.pipeline.max_in_flight = s.max_calls_in_flight
-        self.pipeline.max_text_tokens = s.max_text_tokens
-        self.pipeline.max_request_tokens = s.max_request_tokens
+        self.pipeline.limit(
+            s.task_timeout_s, s.task_timeouts_s, s.max_calls_in_flight, s.max_text_tokens, s.max_request_tokens
+        )
         api.state.settings = s
         caches = (s.token_cache_bytes, s.token_cache_ttl_s, s.result_cache_size, s.result_cache_ttl_s)
         if caches == self.caches:  # keyed on texts and on what made each answer: still right

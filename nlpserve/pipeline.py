@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -14,15 +14,11 @@ from typing import Any
 import numpy as np
 
 from nlpserve import tracing
-from nlpserve.errors import EncoderMismatch, TokenizerMismatch, describe
+from nlpserve.dispatch import Answer, Dispatcher, TaskCall, ms
+from nlpserve.errors import describe
+from nlpserve.schemas import ErrorCode, task_error
 from nlpserve.tokens import Tokenizer, TokenizerSpec
 
-# A task call takes refs (stored TokenBatches, nested so the callee resolves them), per ref the
-# batch rows it should answer and, for a head of a shared encoder, per ref that encoder's answer
-# (passed on unresolved: in Serve a DeploymentResponse, which Serve hands to the task directly).
-# It returns {"results": [one per row, in order], "model": {name, version, checksum}, "get_ms": ..,
-# "encode_ms": .., "compute_ms": ..}.
-TaskCall = Callable[..., Awaitable[dict]]
 # An encoder call takes [ref] and the rows to encode, and returns its answer without awaiting it.
 EncodeCall = Callable[[list, list[int]], Any]
 # Asks each task and encoder what it reads: {name: Inputs}, or {name: exception} where it cannot say.
@@ -68,25 +64,6 @@ class Group:
     tasks: list[str]
 
 
-@dataclass
-class Waiting:
-    """A batch's call of one task, waiting for a free slot of that task."""
-
-    ref: Any
-    rows: list[int]
-    encoded: Any  # the encoder's answer for these rows (heads only)
-    future: asyncio.Future
-    spans: list = field(default_factory=list)  # per traced request of these rows, its span of this task
-
-
-# A task whose model was swapped: regroup before the next batch.
-MISMATCHES = (TokenizerMismatch, EncoderMismatch)
-
-
-def _ms(seconds: float) -> float:
-    return round(seconds * 1000, 3)
-
-
 def unbatched(queue_ms: float = 0.0) -> dict:
     """The result of an item no batch ran (answered from the cache, or out of time before its batch)."""
     timings = {"batch_size": 0, "queue_ms": queue_ms, "tokenize_ms": 0.0, "put_ms": 0.0, "tasks": {}}
@@ -94,7 +71,7 @@ def unbatched(queue_ms: float = 0.0) -> dict:
 
 
 def expired(task: str) -> dict:
-    return {"error": f"{task} was not done by the request's deadline", "code": "deadline_exceeded"}
+    return task_error(ErrorCode.deadline_exceeded, f"{task} was not done by the request's deadline")
 
 
 class Pipeline:
@@ -106,16 +83,12 @@ class Pipeline:
     every task requested by at least one item is called once with its group's reference and
     the rows that asked for it. Tasks that read the same encoder (equal keys: weights checksum
     and tokenizer fingerprint) share one encoder call per batch, over the rows any of them needs,
-    whose answer goes to each of them unawaited. A task that raises or exceeds its timeout (``timeouts_s``,
-    else ``timeout_s``) becomes ``{"error": ..., "code": ...}`` in the rows that asked for it;
-    the other tasks are unaffected. An item with a ``deadline`` gets what is done by then.
-    Work nobody waits for is stopped: a remote call whose items have all timed out, passed their
-    deadlines or gone away is cancelled (in Serve the replica then stops its model within one chunk),
-    and so is an encoder call once none of its heads' calls is still waiting for it.
-
-    Each task has at most ``max_in_flight`` remote calls running. Calls of a busy task wait in
-    the ingress, and a freed slot sends all of that task's waiting calls as one (their stored
-    batches are joined by the replica), so a slow task batches more and never holds up the others.
+    whose answer goes to each of them unawaited. Task calls go through a Dispatcher (in-flight
+    limits, waiting calls sent together, timeouts): a task that fails becomes ``{"error": ...,
+    "code": ...}`` in the rows that asked for it; the other tasks are unaffected. An item with a
+    ``deadline`` gets what is done by then. Work nobody waits for is stopped: a task call whose items
+    have all timed out, passed their deadlines or gone away is cancelled, and so is an encoder call
+    once none of its heads' calls is still waiting for it.
     """
 
     def __init__(
@@ -135,15 +108,11 @@ class Pipeline:
         self.tasks = tasks
         self.put = put
         self.encoders = encoders or {}
-        self.timeout_s = timeout_s
-        self.timeouts_s: dict[str, float] = {}  # per task, over timeout_s
         self.cache = cache
-        self.on_call = on_call
-        self.max_in_flight = max_in_flight
         self.max_text_tokens = max_text_tokens
         self.max_request_tokens = max_request_tokens
-        self.waiting: defaultdict[str, list[Waiting]] = defaultdict(list)
-        self.in_flight: Counter[str] = Counter()
+        self.stats: Counter[str] = Counter()
+        self.dispatch = Dispatcher(tasks, self.stats, timeout_s, max_in_flight, on_call, self._regroup)
         self.groups: dict[str, Group] = {}
         self.encoder_of: dict[str, str] = {}  # head task -> the encoder whose vectors it reads
         self.unknown: dict[str, str] = {}  # task -> why its tokenizer or encoder is not known
@@ -151,7 +120,23 @@ class Pipeline:
         self.stale = True
         self.refreshing: asyncio.Future | None = None
         self.wanted: Counter[asyncio.Future] = Counter()  # per task call, the items still waiting for it
-        self.stats: Counter[str] = Counter()
+
+    def _regroup(self) -> None:
+        """A task's model changed (it refused tokens or vectors): ask again before the next batch."""
+        self.stale = True
+
+    def limit(
+        self,
+        timeout_s: float,
+        timeouts_s: dict[str, float],
+        max_in_flight: int,
+        max_text_tokens: int | None,
+        max_request_tokens: int | None,
+    ) -> None:
+        """New limits, for the batches and task calls that start from now on."""
+        self.dispatch.timeout_s, self.dispatch.timeouts_s = timeout_s, timeouts_s
+        self.dispatch.max_in_flight = max_in_flight
+        self.max_text_tokens, self.max_request_tokens = max_text_tokens, max_request_tokens
 
     def set_cache(self, cache: Callable[[], MutableMapping | None]) -> None:
         """New token caches (one per group) from ``cache()``, now and for groups formed later."""
@@ -270,11 +255,11 @@ class Pipeline:
                     "models": {},
                     "timings": {
                         "batch_size": len(items),
-                        "queue_ms": _ms(start - it.received),
+                        "queue_ms": ms(start - it.received),
                         "groups": len(set(map(id, refs.values()))),
-                        "tokenize_ms": _ms(tokenize_s),
+                        "tokenize_ms": ms(tokenize_s),
                         "tokenized_texts": encoded,
-                        "put_ms": _ms(put_s),
+                        "put_ms": ms(put_s),
                         "tasks": {},
                     },
                 },
@@ -337,7 +322,7 @@ class Pipeline:
     @staticmethod
     def expired_result(item: Item) -> dict:
         """The result of an item whose deadline passed before its batch started (queued or tokenizing)."""
-        result = unbatched(_ms(time.perf_counter() - item.received))
+        result = unbatched(ms(time.perf_counter() - item.received))
         return {**result, **{task: expired(task) for task in item.tasks}}
 
     @staticmethod
@@ -373,92 +358,13 @@ class Pipeline:
             self.stats.update({f"encodes.{encoder}": 1, f"encoded_rows.{encoder}": len(wanted)})
         return out
 
-    async def _call(
-        self, task: str, ref: Any, rows: list[int], encoded: Any, spans: list
-    ) -> tuple[list, dict, dict | None]:
-        start = time.perf_counter()
-        if ref is None:
+    async def _call(self, task: str, ref: Any, rows: list[int], encoded: Any, spans: list) -> Answer:
+        if ref is None:  # the task is in no tokenizer group
             self.stats[f"errors.{task}"] += 1
             why = self.unknown.get(task, "not in any tokenizer group")
-            error = {"error": f"{task} unavailable: {why}", "code": "unavailable"}
-            return self._failed(task, error, rows, start)
-        self.stats[f"calls.{task}"] += 1
-        future = asyncio.get_running_loop().create_future()
-        self.waiting[task].append(Waiting(ref, rows, encoded, future, spans))
-        self._send_waiting(task)
-        timeout = self.timeouts_s.get(task, self.timeout_s)
-        try:
-            results, out = await asyncio.wait_for(future, timeout)
-            timing = {
-                "call_ms": _ms(time.perf_counter() - start),
-                "get_ms": out["get_ms"],
-                "encode_ms": out.get("encode_ms"),
-                "compute_ms": out["compute_ms"],
-            }
-            self.on_call(task, timing, None)
-            return results, timing, out["model"]
-        except asyncio.TimeoutError:
-            self.stats[f"timeouts.{task}"] += 1
-            error = {"error": f"{task} timed out after {timeout:g} s", "code": "timeout"}
-        except Exception as e:  # noqa: BLE001 - any task failure degrades only that task
-            self.stats[f"errors.{task}"] += 1
-            if isinstance(e, MISMATCHES):
-                self.stale = True  # the task's model changed: regroup before the next batch
-            error = {"error": f"{task} failed: {describe(e)}", "code": "failed"}
-        return self._failed(task, error, rows, start)
-
-    def _send_waiting(self, task: str) -> None:
-        """If the task has a free slot, send every call of it that still waits, as one."""
-        group = [w for w in self.waiting[task] if not w.future.done()]  # done: gave up waiting
-        if not group:
-            self.waiting[task] = []
-        elif self.in_flight[task] < self.max_in_flight:
-            self.waiting[task] = []
-            self.in_flight[task] += 1
-            asyncio.ensure_future(self._send(task, group))
-
-    async def _send(self, task: str, group: list[Waiting]) -> None:
-        self.stats[f"sends.{task}"] += 1
-        encoded = [w.encoded for w in group] if task in self.encoder_of else []
-        pending = None
-        rows = sum(len(w.rows) for w in group)
-        # One call for several requests: one span, in the first one's trace, linked to the others' task spans.
-        span = tracing.begin(f"{task} call", [s for w in group for s in w.spans], tracing.CLIENT)
-        error = None
-        try:
-            with tracing.using(span):  # Serve sends the current span's context with the call
-                pending = self.tasks[task]([w.ref for w in group], [w.rows for w in group], *encoded)
-            remote = asyncio.ensure_future(pending)
-            gave_up = asyncio.gather(*(w.future for w in group), return_exceptions=True)  # done: nobody waits
-            timeout = self.timeouts_s.get(task, self.timeout_s)
-            await asyncio.wait({remote, gave_up}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            if not remote.done():
-                remote.cancel()
-                remote.add_done_callback(lambda f: f.cancelled() or f.exception())  # seen: Serve raises its own error
-                if hasattr(pending, "cancel"):
-                    pending.cancel()  # a Serve DeploymentResponse: stop the remote call too
-                if gave_up.done():
-                    self.stats[f"cancelled.{task}"] += 1
-                    error = "cancelled: nobody waits for it"
-                    return
-                raise asyncio.TimeoutError
-            out = remote.result()
-            if len(out["results"]) != rows:
-                raise RuntimeError(f"returned {len(out['results'])} results for {rows} texts")
-            k = 0
-            for w in group:
-                if not w.future.done():
-                    w.future.set_result((out["results"][k : k + len(w.rows)], out))
-                k += len(w.rows)
-        except Exception as e:  # noqa: BLE001 - handed to every waiting call, which reports it
-            error = describe(e)
-            for w in group:
-                if not w.future.done():
-                    w.future.set_exception(e)
-        finally:
-            tracing.end([span], {"nlpserve.texts": rows}, error)
-            self.in_flight[task] -= 1
-            self._send_waiting(task)
+            error = task_error(ErrorCode.unavailable, f"{task} unavailable: {why}")
+            return self.dispatch.failed(task, error, rows, time.perf_counter())
+        return await self.dispatch.call(task, ref, rows, encoded, spans)
 
     @staticmethod
     def _end_spans(spans: list, call: asyncio.Future) -> None:
@@ -467,10 +373,5 @@ class Pipeline:
             tracing.end(spans, error="abandoned")
             return
         answers, timing, model = call.result()
-        error = answers[0]["code"] if model is None else None  # no model: the call failed (see _failed)
+        error = answers[0]["code"] if model is None else None  # no model: the call failed (Dispatcher.failed)
         tracing.end(spans, {f"nlpserve.{k}": v for k, v in timing.items()}, error)
-
-    def _failed(self, task: str, error: dict, rows: list[int], start: float) -> tuple[list, dict, None]:
-        timing = {"call_ms": _ms(time.perf_counter() - start)}
-        self.on_call(task, timing, error["code"])
-        return [error] * len(rows), timing, None

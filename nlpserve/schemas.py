@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import re
+from enum import Enum
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Task = Literal["ner", "sentiment", "summary"]
 TASKS: tuple[Task, ...] = ("ner", "sentiment", "summary")
-# The forward passes of the shared encoder (nlpserve.kernels) and the NER's parses (nlpserve.ner).
+# The forward passes of the shared encoder (nlpserve.models.kernels) and the NER's parses (nlpserve.models.ner).
 EncoderKernel = Literal["torch", "torch-int8", "onnx", "onnx-int8"]
 DEFAULT_ENCODER_KERNEL: EncoderKernel = "onnx-int8"  # the fastest here; the sentiment head is trained on it
 NERKernel = Literal["native", "stepwise"]
@@ -104,12 +105,26 @@ class Summary(BaseModel):
     )
 
 
+class ErrorCode(str, Enum):
+    """Why a task did not answer (README, API)."""
+
+    failed = "failed"  # the task raised
+    timeout = "timeout"  # over its task timeout
+    deadline_exceeded = "deadline_exceeded"  # not done by the request's deadline_ms
+    unavailable = "unavailable"  # its tokenizer or encoder could not be learned
+
+
 class TaskError(BaseModel):
     error: str
-    code: Literal["failed", "timeout", "deadline_exceeded", "unavailable"] = Field(
+    code: ErrorCode = Field(
         description="failed: the task raised; timeout: over its task timeout; deadline_exceeded: not done by the "
-        "request's deadline_ms; unavailable: its tokenizer could not be learned."
+        "request's deadline_ms; unavailable: its tokenizer or encoder could not be learned."
     )
+
+
+def task_error(code: ErrorCode, message: str) -> dict:
+    """A task's answer when it did not answer: a TaskError, as the JSON it is sent as."""
+    return {"error": message, "code": code.value}
 
 
 class ModelInfo(BaseModel):

@@ -113,7 +113,7 @@ def test_failed_task_degrades_only_itself(failure):
 
 
 def test_tasks_are_grouped_by_tokenizer_fingerprint_and_each_group_tokenized_once(tiny_models):
-    from nlpserve.hf import Seq2SeqSummarizer, SequenceClassifier, TokenClassifier
+    from nlpserve.models.hf import Seq2SeqSummarizer, SequenceClassifier, TokenClassifier
 
     models = {
         "ner": TokenClassifier("ner", str(tiny_models["ner"])),
@@ -140,7 +140,7 @@ def test_tasks_are_grouped_by_tokenizer_fingerprint_and_each_group_tokenized_onc
 
 
 def test_a_cased_and_an_uncased_tokenizer_of_one_vocabulary_are_two_groups(tiny_models):
-    from nlpserve.hf import SequenceClassifier, TokenClassifier
+    from nlpserve.models.hf import SequenceClassifier, TokenClassifier
 
     # As dslim/bert-base-NER (cased) and the DistilBERT SST-2 model (uncased) in config/hub.yaml.
     models = {
@@ -211,7 +211,7 @@ def test_a_deadline_returns_the_finished_tasks_and_marks_the_others():
 def test_per_task_timeouts_override_the_default():
     store, log = Store(), []
     pipe = make(store, {"sentiment": counting_task(store, log, "sentiment"), "summary": _slow(1.0)})
-    pipe.timeouts_s = {"summary": 0.1}
+    pipe.dispatch.timeouts_s = {"summary": 0.1}
     (out,) = asyncio.run(pipe.run([Item("a", ("sentiment", "summary"))]))
     assert out["summary"] == {"error": "summary timed out after 0.1 s", "code": "timeout"}
     assert out["sentiment"] == "sentiment:a"
@@ -317,7 +317,7 @@ def test_a_call_that_raises_at_once_frees_its_slot():
     for text in ("a", "b", "c"):
         (out,) = asyncio.run(pipe.run([Item(text, ("ner",))]))
         assert out["ner"] == {"error": "ner failed: RuntimeError: no replica", "code": "failed"}
-    assert len(calls) == 3 and pipe.in_flight["ner"] == 0  # every call was sent: no slot leaked
+    assert len(calls) == 3 and pipe.dispatch.in_flight["ner"] == 0  # every call was sent: no slot leaked
 
 
 def test_a_task_that_cannot_say_what_it_reads_holds_up_only_itself():
@@ -400,7 +400,7 @@ def test_a_call_nobody_waits_for_any_more_is_cancelled():
     assert [o["summary"]["code"] for o in out] == ["deadline_exceeded"] * 2 and seconds < 1
     assert cancelled == [[[0, 1]]]  # both items gave up: the one remote call they shared was stopped
     assert pipe.stats["abandoned.summary"] == 1 and pipe.stats["cancelled.summary"] == 1
-    assert not pipe.wanted and pipe.in_flight["summary"] == 0
+    assert not pipe.wanted and pipe.dispatch.in_flight["summary"] == 0
 
 
 class Response:
@@ -435,7 +435,7 @@ def test_an_encoder_call_is_cancelled_once_no_head_waits_for_it(head_s, cancels)
     pipe = Pipeline(
         lambda: _specs(inputs), {"sentiment": head, "summary": head}, put=Store(), encoders={"encoder": encode}
     )
-    pipe.timeout_s = 0.2
+    pipe.dispatch.timeout_s = 0.2
     (out,) = asyncio.run(pipe.run([Item("a", ("sentiment", "summary"))]))
     assert [out[t] == "ok" for t in ("sentiment", "summary")] == [head_s == 0] * 2
     assert [r.cancels for r in responses] == [cancels]
