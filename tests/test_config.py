@@ -1,5 +1,6 @@
 """The shipped Serve config is valid for Serve and for our own settings models."""
 
+from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
@@ -37,3 +38,45 @@ def test_config_is_a_valid_serve_config_for_every_deployment(config):
     tasks = [d for name, d in deployments.items() if name not in ("Ingress", "Encoder")]
     backends = {d.user_config.get("backend", "default") for d in tasks}
     assert backends == ({"transformers"} if config == "hub.yaml" else {"default"})
+
+
+def _flat(x, prefix: str = "") -> dict:
+    """{"applications.nlp.deployments.NER.user_config.backend": value, ...}: lists of named items by name."""
+    if isinstance(x, dict):
+        return {k: v for key, value in x.items() for k, v in _flat(value, f"{prefix}{key}.").items()}
+    if isinstance(x, list) and x and all(isinstance(i, dict) and "name" in i for i in x):
+        return {k: v for i in x for k, v in _flat(i, f"{prefix}{i['name']}.").items()}
+    return {prefix[:-1]: x}
+
+
+def _set_keys(name: str) -> dict:
+    schema = ServeDeploySchema.model_validate(yaml.safe_load((CONFIGS / name).read_text()))
+    return _flat(schema.model_dump(exclude_unset=True))
+
+
+APP = "applications.nlp."
+# What each profile may change from config/config.yaml; anything else must stay the same (no drift).
+MAY_DIFFER = {
+    "autoscale.yaml": [
+        APP + "deployments.*.num_replicas",  # replaced by autoscaling_config
+        APP + "deployments.*.autoscaling_config.*",
+        APP + "deployments.*.ray_actor_options.num_cpus",
+        APP + "deployments.Ingress.user_config.max_calls_in_flight",  # room for the calls of more replicas
+    ],
+    "hub.yaml": [
+        APP + "deployments.*.ray_actor_options.num_cpus",
+        APP + "deployments.NER.user_config.*",
+        APP + "deployments.Sentiment.user_config.*",
+        APP + "deployments.Summarize.user_config.*",
+        APP + "runtime_env.env_vars.HF_HUB_OFFLINE",  # hub models may download
+        APP + "runtime_env.env_vars.TRANSFORMERS_OFFLINE",
+    ],
+}
+
+
+@pytest.mark.parametrize("profile", sorted(MAY_DIFFER))
+def test_a_profile_differs_from_config_yaml_only_where_it_means_to(profile):
+    base, other = _set_keys("config.yaml"), _set_keys(profile)
+    differ = sorted(k for k in base.keys() | other.keys() if base.get(k) != other.get(k))
+    assert differ  # a profile that changed nothing would be a copy
+    assert [k for k in differ if not any(fnmatch(k, p) for p in MAY_DIFFER[profile])] == []
