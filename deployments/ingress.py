@@ -214,6 +214,9 @@ class Ingress:
             put=ray.put,
             encoders={name: h.remote for name, h in self.encoders.items()},
             on_call=self.metrics.call,
+            on_batch=lambda size, tokenized, unique: self.metrics.batch(
+                size, tokenized, unique, self.settings.token_cache_bytes > 0
+            ),
         )
         self.results: ResultCache | None = None
         self.caches: tuple | None = None  # the settings the caches were made with
@@ -246,10 +249,6 @@ class Ingress:
     async def analyze_items(self, requests: list[list[Item]]) -> list[list[Pending]]:
         items = [replace(it, request=k) for k, request in enumerate(requests) for it in request]
         pending = await self.pipeline.start(items)
-        t = pending[0].result["timings"]
-        self.metrics.batch(
-            t["batch_size"], t["tokenized_texts"], len({it.text for it in items}), self.settings.token_cache_bytes > 0
-        )
         out, k = [], 0
         for request in requests:
             out.append(pending[k : k + len(request)])

@@ -100,6 +100,7 @@ class Pipeline:
         timeout_s: float = 30.0,
         cache: Callable[[], MutableMapping | None] = lambda: None,
         on_call: Callable[[str, dict, str | None], None] = lambda task, timing, code: None,
+        on_batch: Callable[[int, int, int], None] = lambda size, tokenized, unique: None,
         max_in_flight: int = 4,
         max_text_tokens: int | None = None,
         max_request_tokens: int | None = None,
@@ -109,6 +110,7 @@ class Pipeline:
         self.put = put
         self.encoders = encoders or {}
         self.cache = cache
+        self.on_batch = on_batch  # per batch: its texts, how many were tokenized, how many differ
         self.max_text_tokens = max_text_tokens
         self.max_request_tokens = max_request_tokens
         self.stats: Counter[str] = Counter()
@@ -224,6 +226,7 @@ class Pipeline:
             refs.update(dict.fromkeys(group.tasks, ref))
             tokens = np.maximum(tokens, np.diff(batch.splits))
         self.stats.update(batches=1, items=len(items), puts=len({id(r) for r in refs.values()}))
+        self.on_batch(len(items), encoded, len(set(texts)))
         rejected = self._over_limits(items, tokens.tolist())
         rows = {t: [i for i, it in enumerate(items) if t in it.tasks and i not in rejected] for t in self.tasks}
         traced = any(it.trace for it in items)  # tracing is on and Serve sampled a request of the batch

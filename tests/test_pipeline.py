@@ -7,7 +7,7 @@ import pytest
 
 from nlpserve.errors import TokenizerMismatch
 from nlpserve.pipeline import Inputs, Item, Pipeline
-from nlpserve.tokens import default_spec
+from nlpserve.tokens import TokenCache, default_spec
 
 
 class Store:
@@ -46,6 +46,22 @@ def counting_task(store, log, name):
         }
 
     return call
+
+
+def test_each_batch_reports_its_size_and_what_it_tokenized():
+    """The ingress's batch metrics come from this report (not from one item's timings)."""
+    store, log, batches = Store(), [], []
+    tasks = {"sentiment": counting_task(store, log, "sentiment")}
+    pipe = Pipeline(
+        lambda: _specs({"sentiment": Inputs(default_spec())}),
+        tasks,
+        put=store,
+        cache=lambda: TokenCache(1 << 20, 60),
+        on_batch=lambda *report: batches.append(report),
+    )
+    asyncio.run(pipe.run([Item("x y", ("sentiment",)), Item("x y", ("sentiment",)), Item("z", ("sentiment",))]))
+    asyncio.run(pipe.run([Item("x y", ("sentiment",)), Item("new", ("sentiment",))]))
+    assert batches == [(3, 2, 2), (2, 1, 2)]  # (texts, tokenized, distinct): repeats come from the token cache
 
 
 def test_one_tokenization_one_put_one_call_per_task():
