@@ -390,11 +390,7 @@ class Ingress:
         """Ready when every task and encoder said what it reads in the last round of inputs() and every task
         is in a tokenizer group, else 503 naming what is missing. A stale round (a task did not answer, a
         model was swapped) is asked again first, so a new ingress is ready on its first probe."""
-        if self.pipeline.stale:
-            # Shared with the batches' background refresh: probes never stack rounds behind a stuck task.
-            if self.pipeline.refreshing is None or self.pipeline.refreshing.done():
-                self.pipeline.refreshing = asyncio.ensure_future(self.pipeline.refresh())
-            await asyncio.shield(self.pipeline.refreshing)
+        await self.pipeline.fresh()
         missing = unready(self.pipeline, self.last_inputs)
         if missing:
             return JSONResponse({"status": "not ready", "missing": missing}, status_code=503)
@@ -403,8 +399,7 @@ class Ingress:
     @api.get("/version", response_model=VersionResponse, response_model_exclude_none=True)
     async def version(self) -> dict:
         """Asked of the task replicas on every call, so it follows redeploys and reconfigures."""
-        if self.pipeline.stale:
-            await self.pipeline.refresh()
+        await self.pipeline.fresh()
         infos = await self._answering_now()
         tasks = {name: {"error": describe(a)} if isinstance(a, BaseException) else a for name, a in infos.items()}
         groups = self.pipeline.group_info()
@@ -413,13 +408,13 @@ class Ingress:
     async def stats(self) -> dict:
         """Counters: batches, tokenizations (per tokenizer group), puts, calls per task, cache hits and misses."""
         results = self.results.counts if self.results else {}
-        groups = [g.tokenizer.counts for g in self.pipeline.groups.values()]
+        tokens = self.pipeline.tokenizer_counts()
         return {
             **self.pipeline.stats,
             "result_cache_hits": results.get("hits", 0),
             "result_cache_misses": results.get("misses", 0),
-            "tokenizations": sum(c["calls"] for c in groups),
-            "token_cache_hits": sum(c["cache_hits"] for c in groups),
-            "token_cache_misses": sum(c["cache_misses"] for c in groups),
+            "tokenizations": tokens["calls"],
+            "token_cache_hits": tokens["cache_hits"],
+            "token_cache_misses": tokens["cache_misses"],
             "groups": self.pipeline.group_info(),
         }

@@ -187,6 +187,18 @@ class Pipeline:
         elif self.stale and (self.refreshing is None or self.refreshing.done()):
             self.refreshing = asyncio.ensure_future(self.refresh())
 
+    async def fresh(self) -> None:
+        """Groups from a round of answers that is not stale: joins the round in flight or starts one,
+        shared with the batches' background refresh, so callers never stack rounds behind a stuck task."""
+        if self.stale:
+            if self.refreshing is None or self.refreshing.done():
+                self.refreshing = asyncio.ensure_future(self.refresh())
+            await asyncio.shield(self.refreshing)
+
+    def tokenizer_counts(self) -> Counter[str]:
+        """Tokenizations and token cache hits and misses, summed over the tokenizer groups."""
+        return sum((g.tokenizer.counts for g in self.groups.values()), Counter())
+
     def group_info(self) -> list[dict]:
         return [
             {
