@@ -16,9 +16,10 @@ from ray.serve.handle import DeploymentHandle
 
 from deployments.metrics import IngressMetrics
 from nlpserve import tracing
+from nlpserve.answer import Answer
 from nlpserve.cache import ResultCache
 from nlpserve.errors import describe
-from nlpserve.pipeline import Item, Pending, Pipeline, unbatched
+from nlpserve.pipeline import Item, Pending, Pipeline
 from nlpserve.resources import PAGE
 from nlpserve.schemas import (
     ERRORS,
@@ -329,18 +330,12 @@ class Ingress:
             done = dict(zip(pending, await asyncio.gather(*(self.pipeline.finish(p) for p in pending.values()))))
         results = []
         for i, (text, found) in enumerate(zip(texts, cached)):
-            if i in done:
-                result = done[i]
-                if self.results:
-                    self.results.store(text, result)
-            else:
-                result = unbatched()
-            for task, (answer, model) in found.items():
-                result[task] = answer
-                result["models"][task] = model
-            result["timings"]["cached"] = sorted(found)
-            result["timings"]["ingress_ms"] = round((time.perf_counter() - received) * 1000, 3)
-            results.append(result)
+            answer = done.get(i) or Answer.unbatched()
+            if i in done and self.results:
+                self.results.store(text, answer.tasks, answer.models)
+            for task, (cached_answer, model) in found.items():
+                answer.add_cached(task, cached_answer, model)
+            results.append(answer.json(ingress_ms=round((time.perf_counter() - received) * 1000, 3)))
         return results
 
     async def _start(self, items: list[Item], deadline: float | None) -> list[Pending] | None:

@@ -44,10 +44,10 @@ class ResultCache:
         """Whether an answer for ``text`` by what last answered one of ``tasks`` is cached (not counted)."""
         return any((text, t, _made_by(self.latest[t])) in self.entries for t in tasks if t in self.latest)
 
-    def store(self, text: str, result: dict) -> None:
-        """Remember the answers of an /analyze result (its ``models`` say who made them)."""
-        for task, model in result["models"].items():
-            answer = result[task]
+    def store(self, text: str, answers: dict[str, object], models: dict[str, dict]) -> None:
+        """Remember a text's answers, per task; ``models`` says who made each (errors have none)."""
+        for task, model in models.items():
+            answer = answers[task]
             if not (isinstance(answer, dict) and "error" in answer):
                 self.latest[task] = model
                 self.entries[(text, task, _made_by(model))] = (answer, model)

@@ -22,7 +22,7 @@ from nlpserve.schemas import ErrorCode, task_error
 TaskCall = Callable[..., Awaitable[dict]]
 # What one item's task call gave: its answers (one per row, or the same error for each), the call's
 # timing, and the model that answered (None when the call failed).
-Answer = tuple[list, dict, dict | None]
+CallResult = tuple[list, dict, dict | None]
 
 # A task whose model was swapped: the caller regroups before its next batch.
 MISMATCHES = (TokenizerMismatch, EncoderMismatch)
@@ -73,7 +73,7 @@ class Dispatcher:
     def timeout(self, task: str) -> float:
         return self.timeouts_s.get(task, self.timeout_s)
 
-    async def call(self, task: str, ref: Any, rows: list[int], encoded: Any, spans: list) -> Answer:
+    async def call(self, task: str, ref: Any, rows: list[int], encoded: Any, spans: list) -> CallResult:
         """The task's answers for ``rows`` of the stored batch ``ref`` (with, for a head, the encoder's
         answer ``encoded``), sent as soon as the task has a free slot."""
         start = time.perf_counter()
@@ -102,7 +102,7 @@ class Dispatcher:
             error = task_error(ErrorCode.failed, f"{task} failed: {describe(e)}")
         return self.failed(task, error, rows, start)
 
-    def failed(self, task: str, error: dict, rows: list[int], start: float) -> Answer:
+    def failed(self, task: str, error: dict, rows: list[int], start: float) -> CallResult:
         timing = {"call_ms": ms(time.perf_counter() - start)}
         self.on_call(task, timing, error["code"])
         return [error] * len(rows), timing, None

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from nlpserve import tracing
-from nlpserve.dispatch import Answer, Dispatcher, TaskCall, ms
+from nlpserve.answer import Answer
+from nlpserve.dispatch import CallResult, Dispatcher, TaskCall, ms
 from nlpserve.errors import describe
 from nlpserve.schemas import ErrorCode, task_error
 from nlpserve.tokens import Tokenizer, TokenizerSpec
@@ -50,7 +51,7 @@ class Pending:
     """One item of a started batch: its result so far and, per task, the batch's shared call and
     the item's place in that call's rows."""
 
-    result: dict
+    result: Answer
     calls: dict[str, tuple[asyncio.Future, int]]
     deadline: float | None
     rejected: str | None = None  # why the item's request was refused (over a token limit): no task ran
@@ -62,12 +63,6 @@ class Group:
 
     tokenizer: Tokenizer
     tasks: list[str]
-
-
-def unbatched(queue_ms: float = 0.0) -> dict:
-    """The result of an item no batch ran (answered from the cache, or out of time before its batch)."""
-    timings = {"batch_size": 0, "queue_ms": queue_ms, "tokenize_ms": 0.0, "put_ms": 0.0, "tasks": {}}
-    return {"models": {}, "timings": timings}
 
 
 def expired(task: str) -> dict:
@@ -211,9 +206,9 @@ class Pipeline:
         ]
 
     async def run(self, items: Sequence[Item]) -> list[dict]:
-        """One result dict per item: a key per task it asked for, ``models`` (the model that
+        """One answer's JSON per item: a key per task it asked for, ``models`` (the model that
         answered each task) and ``timings`` (ms)."""
-        return list(await asyncio.gather(*(self.finish(p) for p in await self.start(items))))
+        return [a.json() for a in await asyncio.gather(*(self.finish(p) for p in await self.start(items)))]
 
     async def start(self, items: Sequence[Item]) -> list[Pending]:
         """Tokenize and store the batch once per group it needs and start one call per task;
@@ -266,18 +261,16 @@ class Pipeline:
                 self.wanted.update(calls[t] for t in it.tasks if t in calls)
         return [
             Pending(
-                result={
-                    "models": {},
-                    "timings": {
+                result=Answer(
+                    {
                         "batch_size": len(items),
                         "queue_ms": ms(start - it.received),
                         "groups": len(set(map(id, refs.values()))),
                         "tokenize_ms": ms(tokenize_s),
                         "tokenized_texts": encoded,
                         "put_ms": ms(put_s),
-                        "tasks": {},
-                    },
-                },
+                    }
+                ),
                 calls={t: (calls[t], rows[t].index(i)) for t in it.tasks if t in calls and i not in rejected},
                 deadline=it.deadline,
                 rejected=rejected.get(i),
@@ -302,7 +295,7 @@ class Pipeline:
         self.stats["rejected"] += sum(it.request in why for it in items)
         return {i: why[it.request] for i, it in enumerate(items) if it.request in why}
 
-    async def finish(self, pending: Pending) -> dict:
+    async def finish(self, pending: Pending) -> Answer:
         """The item's result when all its tasks are done, or at its deadline: then the tasks still
         running are marked ``deadline_exceeded`` (and go on only if other items still need them)."""
         result, calls = pending.result, pending.calls
@@ -313,13 +306,10 @@ class Pipeline:
             for task, (call, k) in calls.items():
                 if call.done():
                     answers, timing, model = call.result()
-                    result[task] = answers[k]
-                    result["timings"]["tasks"][task] = timing
-                    if model:
-                        result["models"][task] = model
+                    result.add(task, answers[k], model, timing)
                 else:
                     self.stats[f"deadlines.{task}"] += 1
-                    result[task] = expired(task)
+                    result.add(task, expired(task))
             return result
         finally:  # also when the request went away while waiting
             self.release(pending)
@@ -335,10 +325,12 @@ class Pipeline:
                     self.stats[f"abandoned.{task}"] += 1
 
     @staticmethod
-    def expired_result(item: Item) -> dict:
-        """The result of an item whose deadline passed before its batch started (queued or tokenizing)."""
-        result = unbatched(ms(time.perf_counter() - item.received))
-        return {**result, **{task: expired(task) for task in item.tasks}}
+    def expired_result(item: Item) -> Answer:
+        """The answer of an item whose deadline passed before its batch started (queued or tokenizing)."""
+        result = Answer.unbatched(ms(time.perf_counter() - item.received))
+        for task in item.tasks:
+            result.add(task, expired(task))
+        return result
 
     @staticmethod
     def _cancel_unless_used(response: Any, calls: list[asyncio.Future]) -> None:
@@ -373,7 +365,7 @@ class Pipeline:
             self.stats.update({f"encodes.{encoder}": 1, f"encoded_rows.{encoder}": len(wanted)})
         return out
 
-    async def _call(self, task: str, ref: Any, rows: list[int], encoded: Any, spans: list) -> Answer:
+    async def _call(self, task: str, ref: Any, rows: list[int], encoded: Any, spans: list) -> CallResult:
         if ref is None:  # the task is in no tokenizer group
             self.stats[f"errors.{task}"] += 1
             why = self.unknown.get(task, "not in any tokenizer group")

@@ -9,14 +9,14 @@ V1_INT8 = {**V1, "encoder": "onnx-int8"}  # a head over vectors of another encod
 ALL = {"ner": V1, "sentiment": V1, "summary": V1}
 
 
-def answer(task_models: dict, value: str) -> dict:
-    return {"models": task_models, **{t: {"label": value} for t in task_models}}
+def answer(task_models: dict, value: str) -> tuple[dict, dict]:
+    return {t: {"label": value} for t in task_models}, task_models
 
 
 def test_hits_per_task_whatever_the_task_set():
     cache = ResultCache(10, 300)
     assert cache.lookup("t", ("sentiment",), ALL) == {}  # nothing stored yet
-    cache.store("t", answer({"sentiment": V1, "ner": V1}, "x"))
+    cache.store("t", *answer({"sentiment": V1, "ner": V1}, "x"))
     assert cache.lookup("t", ("sentiment",), ALL) == {"sentiment": ({"label": "x"}, V1)}
     assert set(cache.lookup("t", ("ner", "sentiment", "summary"), ALL)) == {"ner", "sentiment"}
     assert cache.lookup("other text", ("ner",), ALL) == {}
@@ -27,10 +27,10 @@ def test_hits_per_task_whatever_the_task_set():
 
 def test_answers_come_only_from_the_current_model_and_settings_in_either_order_of_a_swap():
     cache = ResultCache(10, 300)
-    cache.store("t", answer({"sentiment": V1}, "v1"))
+    cache.store("t", *answer({"sentiment": V1}, "v1"))
     for now in (V2, V1_RESET, V1_INT8):  # swapped to another model, settings or encoder kernel
         assert cache.lookup("t", ("sentiment",), {"sentiment": now}) == {}
-    cache.store("t", answer({"sentiment": V2}, "v2"))
+    cache.store("t", *answer({"sentiment": V2}, "v2"))
     assert cache.lookup("t", ("sentiment",), {"sentiment": V2}) == {"sentiment": ({"label": "v2"}, V2)}
     # Swapped back: the newer answer, stored last, is not served for the older model.
     assert cache.lookup("t", ("sentiment",), {"sentiment": V1}) == {"sentiment": ({"label": "v1"}, V1)}
@@ -39,10 +39,10 @@ def test_answers_come_only_from_the_current_model_and_settings_in_either_order_o
 def test_errors_are_not_stored_and_entries_expire_and_are_evicted():
     now = [0.0]
     cache = ResultCache(2, 300, timer=lambda: now[0])
-    cache.store("t", {"models": {"ner": V1}, "ner": {"error": "ner timed out after 30 s"}})
+    cache.store("t", {"ner": {"error": "ner timed out after 30 s"}}, {"ner": V1})
     assert cache.lookup("t", ("ner",), ALL) == {} and cache.latest == {}
     for text in ("a", "b", "c"):  # size 2: "a" is evicted
-        cache.store(text, answer({"ner": V1}, text))
+        cache.store(text, *answer({"ner": V1}, text))
     assert cache.lookup("a", ("ner",), ALL) == {} and set(cache.lookup("c", ("ner",), ALL)) == {"ner"}
     now[0] = 301.0
     assert cache.lookup("c", ("ner",), ALL) == {}

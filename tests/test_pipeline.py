@@ -211,8 +211,8 @@ def test_a_deadline_returns_the_finished_tasks_and_marks_the_others():
         hurried = Item("a", ("sentiment", "summary"), now, deadline=now + 0.2)
         patient = Item("b", ("sentiment", "summary"), now)
         first, second = await pipe.start([hurried, patient])  # one batch, one call per task
-        out = await pipe.finish(first)
-        return out, time.perf_counter() - now, await pipe.finish(second)
+        out = (await pipe.finish(first)).json()
+        return out, time.perf_counter() - now, (await pipe.finish(second)).json()
 
     hurried, seconds, patient = asyncio.run(go())
     assert seconds < 0.8  # answered at its deadline, not after the 1 s task
@@ -249,9 +249,9 @@ def test_a_busy_task_sends_its_waiting_calls_as_one_and_never_holds_up_another()
         slow_items = [(await pipe.start([Item(f"s{i}", ("summary",))]))[0] for i in range(3)]
         start = time.perf_counter()
         (fast,) = await pipe.start([Item("f", ("sentiment",))])
-        fast_out = await pipe.finish(fast)
+        fast_out = (await pipe.finish(fast)).json()
         fast_s = time.perf_counter() - start
-        return fast_out, fast_s, await asyncio.gather(*(pipe.finish(p) for p in slow_items))
+        return fast_out, fast_s, [a.json() for a in await asyncio.gather(*(pipe.finish(p) for p in slow_items))]
 
     fast_out, fast_s, slow_out = asyncio.run(go())
     assert fast_out["sentiment"] == "sentiment:f" and fast_s < 0.2  # not behind the busy summarizer
@@ -408,7 +408,7 @@ def test_a_call_nobody_waits_for_any_more_is_cancelled():
     async def go():
         now = time.perf_counter()
         items = [Item(t, ("summary",), now, deadline=now + 0.2) for t in "ab"]
-        out = await asyncio.gather(*(pipe.finish(p) for p in await pipe.start(items)))
+        out = [a.json() for a in await asyncio.gather(*(pipe.finish(p) for p in await pipe.start(items)))]
         await asyncio.sleep(0.05)  # the cancel reaches the remote call
         return out, time.perf_counter() - now
 
