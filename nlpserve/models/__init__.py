@@ -1,19 +1,17 @@
 """The task models and the shared encoder: the contracts they keep (TaskModel, EncoderModel), and the
-registry that builds one from its settings. Each backend is a module of this package."""
+registry that builds one from its settings. Each backend is a module of this package, imported when a
+model of it is built, so a replica loads only its own backend (the Encoder no spaCy, NER no transformers
+heads)."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import torch
 
 from nlpserve.errors import Stop
-from nlpserve.models.encoder import Encoder
-from nlpserve.models.hf import Seq2SeqSummarizer, SequenceClassifier, TokenClassifier
-from nlpserve.models.ner import SpacyNER
-from nlpserve.models.sentiment import SentimentModel
-from nlpserve.models.summarize import ExtractiveSummarizer
 from nlpserve.schemas import EncoderSettings, NERSettings, SentimentSettings, SummarySettings, Task, TaskSettings
 from nlpserve.tokens import EncodedBatch, TokenBatch, TokenizerSpec
 
@@ -56,14 +54,21 @@ class EncoderModel(Protocol):
     def encode(self, calls: list[tuple[TokenBatch, list[int]]], stop: Stop | None = None) -> list[EncodedBatch]: ...
 
 
+def _backend(module: str, name: str) -> Any:
+    """The class ``name`` of the backend module ``nlpserve.models.<module>``, imported now."""
+    return getattr(importlib.import_module(f"nlpserve.models.{module}"), name)
+
+
 REGISTRY: dict[tuple[Task, str], Callable[[Any], TaskModel]] = {
-    ("ner", "default"): lambda s: SpacyNER(kernel=s.kernel),
-    ("ner", "spacy"): lambda s: SpacyNER(s.model, s.kernel),
-    ("ner", "transformers"): lambda s: TokenClassifier("ner", s.model, s.window, s.stride),
-    ("sentiment", "default"): lambda s: SentimentModel(),
-    ("sentiment", "transformers"): lambda s: SequenceClassifier("sentiment", s.model, s.window, s.stride),
-    ("summary", "default"): lambda s: ExtractiveSummarizer(),
-    ("summary", "transformers"): lambda s: Seq2SeqSummarizer("summary", s.model, s.window, s.stride),
+    ("ner", "default"): lambda s: _backend("ner", "SpacyNER")(kernel=s.kernel),
+    ("ner", "spacy"): lambda s: _backend("ner", "SpacyNER")(s.model, s.kernel),
+    ("ner", "transformers"): lambda s: _backend("hf", "TokenClassifier")("ner", s.model, s.window, s.stride),
+    ("sentiment", "default"): lambda s: _backend("sentiment", "SentimentModel")(),
+    ("sentiment", "transformers"): lambda s: _backend("hf", "SequenceClassifier")(
+        "sentiment", s.model, s.window, s.stride
+    ),
+    ("summary", "default"): lambda s: _backend("summarize", "ExtractiveSummarizer")(),
+    ("summary", "transformers"): lambda s: _backend("hf", "Seq2SeqSummarizer")("summary", s.model, s.window, s.stride),
 }
 SETTINGS: dict[Task, type[TaskSettings]] = {
     "ner": NERSettings,
@@ -81,4 +86,4 @@ def build(task: Task, settings: TaskSettings) -> TaskModel:
 
 def build_encoder(settings: EncoderSettings) -> EncoderModel:
     """The shared encoder ``settings`` describe (one today: MiniLM, on the kernel they name)."""
-    return Encoder(kernel=settings.kernel, threads=settings.torch_threads)
+    return _backend("encoder", "Encoder")(kernel=settings.kernel, threads=settings.torch_threads)
