@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import time
 from collections import Counter
@@ -33,16 +34,19 @@ def replica_counts(app: str = "nlp") -> dict[str, int]:
     return {name: deployments[name].replica_states.get("RUNNING", 0) for name in DEPLOYMENTS}
 
 
+# One numbering for every request of a run: each text is new, so no cache answers any of them (clients
+# that shared one sequence were served from the result cache whenever a phase replayed it).
+NUMBERS = itertools.count()
+
+
 async def client(http: httpx.AsyncClient, url: str, kind: str, stop: asyncio.Event, log: list, t0: float) -> None:
-    texts = iter(make_texts(100_000, start=hash(kind) % 10_000 * 1000))
     long_text = " ".join(PARAGRAPHS[:3])
-    n = 0
     while not stop.is_set():
-        n += 1
+        n = next(NUMBERS)
         body = (
-            {"text": next(texts), "tasks": ["sentiment"]}
+            {"text": make_texts(1, n)[0], "tasks": ["sentiment"]}
             if kind == "sentiment"
-            else {"text": f"{long_text} ({id(stop)}-{n})", "tasks": ["summary"]}
+            else {"text": f"{long_text} (Note {n}.)", "tasks": ["summary"]}
         )
         start = time.perf_counter()
         try:
