@@ -4,7 +4,7 @@ are the benchmark's (bench/texts.py).
 
 Headless run from the project root against a running service (`serve run config/config.yaml`):
 
-    PYTHONPATH=. locust -f bench/locustfile.py --headless -u 8 -r 4 -t 60s \
+    PYTHONPATH=. locust -f load_tests/locustfile.py --headless -u 8 -r 4 -t 60s \
         --host http://127.0.0.1:8000 --csv /tmp/locust/run --html /tmp/locust/run.html
 """
 
