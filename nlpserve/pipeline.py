@@ -179,16 +179,20 @@ class Pipeline:
             if self.refreshing is None:
                 self.refreshing = asyncio.ensure_future(self.refresh())
             await asyncio.shield(self.refreshing)
-        elif self.stale and (self.refreshing is None or self.refreshing.done()):
+        elif self.stale:
+            self._round()
+
+    def _round(self) -> asyncio.Future:
+        """The round of inputs() in flight, or a new one: callers share it, so rounds never stack
+        behind a task that does not answer."""
+        if self.refreshing is None or self.refreshing.done():
             self.refreshing = asyncio.ensure_future(self.refresh())
+        return self.refreshing
 
     async def fresh(self) -> None:
-        """Groups from a round of answers that is not stale: joins the round in flight or starts one,
-        shared with the batches' background refresh, so callers never stack rounds behind a stuck task."""
+        """Groups from a round of answers that is not stale (the round in flight, or a new one)."""
         if self.stale:
-            if self.refreshing is None or self.refreshing.done():
-                self.refreshing = asyncio.ensure_future(self.refresh())
-            await asyncio.shield(self.refreshing)
+            await asyncio.shield(self._round())
 
     def tokenizer_counts(self) -> Counter[str]:
         """Tokenizations and token cache hits and misses, summed over the tokenizer groups."""
