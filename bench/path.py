@@ -1,62 +1,46 @@
-"""The Serve path and the kernels, measured: the same graph under Ray Serve's ingress options and
-other settings, each on a fresh Ray.
+"""The graph under Serve's options and other settings, each on a fresh `serve run`, measured with wrk.
 
-    python -m bench.path [--variants default throughput-optimized ...] [--n1 60] [--n16 400]
+    python -m bench.path [--variants default no-haproxy ...] [--repeat 2] [--seconds 15]
 
-Each variant starts `serve run CONFIG` in its own session with its environment variables (Serve
-reads them when Ray starts) and user_config overrides, measures p50/p95 at 1 client and throughput
-at 16 clients with texts never sent before, prints the load generator's CPU share beside each figure,
-and stops the session.
+Each variant starts `serve run CONFIG` in its own session with its environment variables (Serve and
+Ray read them when Ray starts) and user_config overrides, then measures with wrk (bench/wrk.py): p50 at
+1 client, requests/s at 16 and 64 clients, every request a new text. While the 16-client load runs, a
+few requests sample the texts per call of each deployment from their answers' timings. With
+``--repeat``, the variants run in turn that many times (A B A B), since this machine's speed drifts.
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import subprocess
 import tempfile
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import yaml
 
-from bench.load import load
+from bench import wrk
+from bench.load import texts_per_call
 from bench.texts import make_texts
 from nlpserve.on_ray.local import ROOT
 
-OPTIMIZED = {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
-ACTOR_CALLS = {"RAY_SERVE_USE_GRPC_BY_DEFAULT": "0"}
-IN_BAND = {"RAY_allow_out_of_band_object_ref_serialization": "0"}  # an ObjectRef pickled out of band fails
+# What `serve run` needs in its environment for the recommended setup (README): HAProxy in front.
+HAPROXY = {"RAY_SERVE_ENABLE_HA_PROXY": "1"}
 REPLICA_LOOP = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0", "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}
 VARIANTS: dict[str, tuple[dict[str, str], dict[str, dict]]] = {
     # name: (environment, {deployment: user_config overrides, or "runtime_env": the app's env_vars})
-    "default": ({}, {}),
-    "throughput-optimized": (OPTIMIZED, {}),
-    "haproxy": ({"RAY_SERVE_ENABLE_HA_PROXY": "1"}, {}),
-    "throughput-optimized+haproxy": ({**OPTIMIZED, "RAY_SERVE_ENABLE_HA_PROXY": "1"}, {}),
-    "direct-ingress": ({"RAY_SERVE_ENABLE_DIRECT_INGRESS": "1"}, {}),
-    "throughput-optimized, no out-of-band refs": ({**OPTIMIZED, **IN_BAND}, {}),
-    # Handles over Ray actor calls instead of gRPC: nested ObjectRefs then stay tracked references.
-    "throughput-optimized, actor-call handles": ({**OPTIMIZED, **ACTOR_CALLS}, {}),
-    "throughput-optimized, actor-call handles, no out-of-band refs": ({**OPTIMIZED, **ACTOR_CALLS, **IN_BAND}, {}),
-    "no batch wait": ({}, {"Ingress": {"batch_wait_timeout_s": 0.0}}),
-    # What the config alone can set: the replicas' flags, in the application's runtime_env.
-    "replica flags in runtime_env": ({}, {"runtime_env": REPLICA_LOOP}),
-    "replica flags in runtime_env, no batch wait": (
-        {},
-        {"runtime_env": REPLICA_LOOP, "Ingress": {"batch_wait_timeout_s": 0.0}},
-    ),
-    "encoder onnx fp32": ({}, {"Encoder": {"kernel": "onnx"}}),
-    "encoder torch fp32": ({}, {"Encoder": {"kernel": "torch"}}),
-    "ner stepwise": ({}, {"NER": {"kernel": "stepwise"}}),
-    "1 call in flight per task": ({}, {"Ingress": {"max_calls_in_flight": 1}}),
-    "2 calls in flight per task": ({}, {"Ingress": {"max_calls_in_flight": 2}}),
-    "1 call in flight per task, ner stepwise": (
-        {},
-        {"Ingress": {"max_calls_in_flight": 1}, "NER": {"kernel": "stepwise"}},
-    ),
+    "default": (HAPROXY, {}),
+    "no-haproxy": ({}, {}),
+    "2 calls in flight": (HAPROXY, {"Ingress": {"max_calls_in_flight": 2}}),
+    "4 calls in flight": (HAPROXY, {"Ingress": {"max_calls_in_flight": 4}}),
+    "workers at nice 0": ({**HAPROXY, "RAY_worker_niceness": "0"}, {}),
+    "replica loops": (HAPROXY, {"runtime_env": REPLICA_LOOP}),
+    "batch wait 2 ms": (HAPROXY, {"Ingress": {"batch_wait_timeout_s": 0.002}}),
+    "encoder 2 threads": (HAPROXY, {"Encoder": {"torch_threads": 2}}),
 }
 URL = "http://127.0.0.1:8000"
 
@@ -88,29 +72,52 @@ def wait_ready(proc: subprocess.Popen, seconds: float = 300) -> None:
     raise TimeoutError("the graph did not answer")
 
 
-def measure(n1: int, n16: int) -> dict:
-    counter = itertools.count(int(time.time() * 1000))  # texts never sent before
-    out = {}
-    for clients, n in ((1, n1), (16, n16)):
-        cpu, wall = time.process_time(), time.perf_counter()
-        r = load(URL + "/analyze", lambda i: {"text": make_texts(1, next(counter))[0]}, clients, n).summary()
-        r["client_cpu_share"] = (time.process_time() - cpu) / (time.perf_counter() - wall) / os.cpu_count()
-        out[clients] = r
-    return out
+def sample(stop: threading.Event, out: list[dict]) -> None:
+    """Answers' timings, one request every 0.3 s, until ``stop``."""
+    start = int(time.time() * 1000) + 10**9  # apart from wrk's texts
+    with httpx.Client(timeout=120) as client:
+        for i in range(10**6):
+            if stop.wait(0.3):
+                return
+            r = client.post(URL + "/analyze", json={"text": make_texts(1, start + i)[0]})
+            if r.status_code == 200:
+                out.append(r.json()["timings"])
 
 
-def run_variant(config: Path, env: dict[str, str], overrides: dict[str, dict], n1: int, n16: int) -> dict:
+def measure(seconds: float) -> dict:
+    one = wrk.sweep(URL, [1], seconds)[0]
+    samples: list[dict] = []
+    stop = threading.Event()
+    sampler = threading.Thread(target=sample, args=(stop, samples))
+    wrk.run(URL, 16, 3)  # warm-up
+    sampler.start()
+    sixteen = wrk.run(URL, 16, seconds)
+    stop.set()
+    sampler.join()
+    sixty_four = wrk.sweep(URL, [64], seconds)[0]
+    return {"1": one, "16": sixteen, "64": sixty_four, "texts_per_call_16": texts_per_call(samples)}
+
+
+@contextmanager
+def serve_session(config: Path, env: dict[str, str], overrides: dict[str, dict] | None = None):
+    """`serve run CONFIG` in a session of its own, with ``env`` and user_config ``overrides``, until the
+    block ends; yields the URL once the graph answers."""
     path = config_with(config, overrides) if overrides else config
     log = open(tempfile.mkstemp(suffix=".log")[1], "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        ["serve", "run", str(path)], cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT,
+        ["serve", "run", str(path)],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:
-        wait_ready(proc)
-        return measure(n1, n16)
-    except (RuntimeError, TimeoutError) as e:
-        raise RuntimeError(f"{e} (log: {log.name})") from None
+        try:
+            wait_ready(proc)
+        except (RuntimeError, TimeoutError) as e:
+            raise RuntimeError(f"{e} (log: {log.name})") from None
+        yield URL
     finally:
         # The whole session: serve run, the Ray it started and HAProxy, which has a process group of its own.
         subprocess.run(["pkill", "-TERM", "-s", str(proc.pid)], check=False)
@@ -121,31 +128,44 @@ def run_variant(config: Path, env: dict[str, str], overrides: dict[str, dict], n
         log.close()
         if path != config:
             path.unlink()
-        time.sleep(5)  # let the port and the CPU go before the next variant
+        time.sleep(5)  # let the port and the CPU go before the next run
+
+
+def run_variant(config: Path, env: dict[str, str], overrides: dict[str, dict], seconds: float) -> dict:
+    try:
+        with serve_session(config, env, overrides):
+            return measure(seconds)
+    except subprocess.CalledProcessError as e:
+        raise RuntimeError(str(e)) from None
+
+
+def row(name: str, r: dict) -> str:
+    one, sixteen, many, per_call = r["1"], r["16"], r["64"], r["texts_per_call_16"]
+    failed = sum(x["non2xx"] + x["socket_errors"] + x["degraded"] for x in (one, sixteen, many))
+    cpu = max(x["client_cpu_share"] for x in (one, sixteen, many))
+    return (
+        f"| {name} | {one['p50_ms']:.1f} | {sixteen['req_per_s']:.1f} | {many['req_per_s']:.1f} | "
+        f"{per_call.get('Encoder', 0):.1f} / {per_call.get('NER', 0):.1f} | {failed} | {cpu:.1%} |"
+    )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=ROOT / "config/config.yaml")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--n1", type=int, default=60)
-    parser.add_argument("--n16", type=int, default=400)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--seconds", type=float, default=15)
     args = parser.parse_args()
-    print("| variant | p50 ms, 1 client | p95 ms, 1 client | req/s, 16 clients | p50 ms, 16 | errors | client CPU |")
+    print("| variant | p50 ms, 1 client | req/s, 16 clients | req/s, 64 clients | texts per call at 16: Encoder / NER "
+          "| failed or degraded | wrk CPU |")
     print("|---|---|---|---|---|---|---|")
-    for name in args.variants:
-        env, overrides = VARIANTS[name]
-        try:
-            r = run_variant(args.config, env, overrides, args.n1, args.n16)
-        except RuntimeError as e:
-            print(f"| {name} | failed: {e} | | | | | |", flush=True)
-            continue
-        one, many = r[1], r[16]
-        print(
-            f"| {name} | {one['p50_ms']:.1f} | {one['p95_ms']:.1f} | {many['req_per_s']:.1f} | {many['p50_ms']:.0f} | "
-            f"{one['errors'] + many['errors']} | {one['client_cpu_share']:.1%} / {many['client_cpu_share']:.1%} |",
-            flush=True,
-        )
+    for _ in range(args.repeat):
+        for name in args.variants:
+            env, overrides = VARIANTS[name]
+            try:
+                print(row(name, run_variant(args.config, env, overrides, args.seconds)), flush=True)
+            except RuntimeError as e:
+                print(f"| {name} | failed: {e} | | | | | |", flush=True)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,10 @@
 sentiment and summary, encoding) for itself with the same kernels as the graph, and a thin
 gateway that calls the three in parallel. No Ray.
 
-    python -m bench.services ner --port 8101         # or sentiment, summary
+Each service runs at most ``--max-concurrency`` model calls at once (by default one per core), as a
+competent deployment would: more clients queue instead of thrashing 40 threads on two cores.
+
+    python -m bench.services ner --port 8101 [--max-concurrency 2]   # or sentiment, summary
     python -m bench.services gateway --port 8100 --ner http://127.0.0.1:8101 ...
 """
 
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 
 import httpx
 import torch
@@ -20,7 +24,7 @@ from nlpserve.schemas import TASKS, AnalyzeRequest, BatchRequest
 from nlpserve.tokens import Tokenizer
 
 
-def task_app(task: str) -> FastAPI:
+def task_app(task: str, max_concurrency: int) -> FastAPI:
     from nlpserve.models.encoder import Encoder
     from nlpserve.models.ner import SpacyNER
     from nlpserve.models.sentiment import SentimentModel
@@ -30,19 +34,24 @@ def task_app(task: str) -> FastAPI:
     encoder = Encoder() if model.encoder else None  # a service of its own encodes for itself
     tokenizer = Tokenizer()
     app = FastAPI()
+    slots = asyncio.Semaphore(max_concurrency)
+
+    def answer(texts: list[str]) -> list:
+        batch = tokenizer(texts)
+        rows = list(range(len(batch)))
+        if encoder is None:
+            return model(batch, rows)
+        (encoded,) = encoder.encode([(batch, rows)])
+        return model(batch, rows, [encoded.row(i) for i in rows])
 
     @app.get("/healthz")
     def healthz() -> dict:
         return {"status": "ok"}
 
     @app.post("/run")
-    def run(body: dict) -> list:
-        batch = tokenizer(body["texts"])
-        rows = list(range(len(batch)))
-        if encoder is None:
-            return model(batch, rows)
-        (encoded,) = encoder.encode([(batch, rows)])
-        return model(batch, rows, [encoded.row(i) for i in rows])
+    async def run(body: dict) -> list:
+        async with slots:  # the others wait here, not in threads fighting for the cores
+            return await asyncio.to_thread(answer, body["texts"])
 
     return app
 
@@ -78,11 +87,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("role", choices=[*TASKS, "gateway"])
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--max-concurrency", type=int, default=os.cpu_count() or 1, help="model calls at once")
     for task in TASKS:
         parser.add_argument(f"--{task}", help=f"{task} service URL (gateway only)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    app = gateway_app({t: getattr(args, t) for t in TASKS}) if args.role == "gateway" else task_app(args.role)
+    if args.role == "gateway":
+        app = gateway_app({t: getattr(args, t) for t in TASKS})
+    else:
+        app = task_app(args.role, args.max_concurrency)
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
 
 

@@ -15,6 +15,7 @@ from ray import serve
 from deployments.configured import Configured
 from nlpserve import tracing
 from nlpserve.device import choose_device
+from nlpserve.dispatch import Reply
 from nlpserve.errors import EncoderMismatch, TokenizerMismatch
 from nlpserve.models import SETTINGS, TaskModel, build
 from nlpserve.pipeline import Inputs
@@ -50,19 +51,20 @@ class TaskReplica(Configured):
             self.model.configure(settings)
         self.model_info = {**self.model.info(), "device": str(self.device), "settings": settings.answer_hash}
 
-    async def __call__(self, refs: list, rows: list[list[int]], *encoded: EncodedBatch) -> dict:
-        """Results for ``rows[i]`` of the TokenBatch behind each ``refs[i]``, in order, the model
-        that made them, and how long the object store reads (``get_ms``), the shared encoder's pass
-        (``encode_ms``, for heads) and the model (``compute_ms``) took. ``encoded[i]`` (heads only,
-        resolved by Serve from the encoder's response) holds the vectors of ``rows[i]``. Several
-        batches are joined and run through the model together. A cancelled call (its caller gave up)
-        stops its model within one chunk."""
+    async def __call__(self, refs: list, rows: list[list[int]], encoded: list | None = None) -> Reply:
+        """Results for ``rows[i]`` of the TokenBatch behind each ``refs[i]``, in order (a ref with no rows
+        is not read), in a Reply with the model that made them and the time spent reading the object
+        store, in the model and in all. A head gets ``encoded``: a one-element list holding the reference
+        to its encoder's answer (one EncodedBatch per ref, in order), which it awaits here, so the call
+        arrives before the vectors do. Several batches are joined and run through the model together. A
+        cancelled call (its caller gave up) stops its model within one chunk."""
+        received, start = time.time(), time.perf_counter()
         self._ready()
-        for ref in refs:
+        for ref in [*refs, *(encoded or [])]:
             if not isinstance(ref, ray.ObjectRef):
-                raise TypeError(f"expected ObjectRefs to TokenBatches, got {type(ref).__name__}")
-        start = time.perf_counter()
-        batches = await asyncio.gather(*refs)
+                raise TypeError(f"expected ObjectRefs, got {type(ref).__name__}")
+        used = [i for i, r in enumerate(rows) if r]
+        batches = await asyncio.gather(*(refs[i] for i in used))
         got = time.perf_counter()
         for batch in batches:
             if batch.fingerprint != self.model.spec.fingerprint:
@@ -70,19 +72,26 @@ class TaskReplica(Configured):
                     f"tokens from tokenizer {batch.fingerprint}, {self.model_info['name']} needs "
                     f"{self.model.spec.fingerprint}"
                 )
-        batch, flat = TokenBatch.join(batches, rows)
-        args = (batch, flat)
+        batch, flat = TokenBatch.join(batches, [rows[i] for i in used])
+        args: tuple = (batch, flat)
+        vectors: list[EncodedBatch] = []
         if self.model.encoder is not None:
-            if len(encoded) != len(refs) or any(e.key != self.model.encoder for e in encoded):
-                have = sorted({e.key for e in encoded})
+            if not encoded:
+                raise EncoderMismatch(f"{self.model_info['name']} reads encoder {self.model.encoder}, got none")
+            answer = await encoded[0]  # the encoder's pass: here once it is done
+            vectors = [answer[i] for i in used]
+            if any(e.key != self.model.encoder for e in vectors):
+                have = sorted({e.key for e in vectors})
                 raise EncoderMismatch(f"{self.model_info['name']} reads encoder {self.model.encoder}, got {have}")
-            args += ([e.row(r) for e, rs in zip(encoded, rows) for r in rs],)
-        self.counts.update(calls=1, object_refs=len(refs), rows=len(flat))
+            args += ([e.row(r) for e, i in zip(vectors, used) for r in rows[i]],)
+        self.counts.update(calls=1, object_refs=len(used), rows=len(flat))
+        # The model and settings that make these answers: a reconfigure during the call changes neither.
+        model, info = self.model, self.model_info
         stop = threading.Event()
         async with self.lock:
             began = time.perf_counter()  # the model's time, not the wait for the one before it
             # Off the loop, so health checks answer meanwhile.
-            work = asyncio.ensure_future(asyncio.to_thread(self.model, *args, stop=stop))
+            work = asyncio.ensure_future(asyncio.to_thread(model, *args, stop=stop))
             try:
                 results = await asyncio.shield(work)
             except asyncio.CancelledError:  # Serve cancelled the call: its caller gave up
@@ -92,18 +101,22 @@ class TaskReplica(Configured):
                 self.counts["cancelled"] += 1
                 raise
         done = time.perf_counter()
-        attributes = {"nlpserve.model": self.model_info["name"], "nlpserve.texts": len(flat)}
+        attributes = {"nlpserve.model": info["name"], "nlpserve.texts": len(flat)}
         span = tracing.recording(serve.get_trace_context())  # Serve's span of this call, if traced
         tracing.record("model", [span], tracing.wall(began), tracing.wall(done), attributes)
         # A head's answers also depend on the kernel that made its vectors (the result cache keys on it).
-        kernels = ",".join(sorted({e.kernel for e in encoded}))
-        return {
-            "results": results,
-            "model": {**self.model_info, "encoder": kernels} if encoded else self.model_info,
-            "get_ms": (got - start) * 1000,
-            "encode_ms": sum(e.compute_ms for e in encoded) if encoded else None,
-            "compute_ms": (done - began) * 1000,
-        }
+        kernels = ",".join(sorted({e.kernel for e in vectors}))
+        return Reply(
+            results=results,
+            model={**info, "encoder": kernels} if vectors else info,
+            texts=len(flat),
+            received=received,
+            get_ms=(got - start) * 1000,
+            compute_ms=(done - began) * 1000,
+            replica_ms=(time.perf_counter() - start) * 1000,
+            encode_ms=vectors[0].compute_ms if vectors else None,
+            encode_texts=vectors[0].texts if vectors else None,
+        )
 
     def inputs(self) -> Inputs:
         """What this replica's model reads: the ingress groups tasks by tokenizer and encoder."""

@@ -49,15 +49,16 @@ class Encoder(Configured):
             self.model, self.loaded = model, (settings.kernel, settings.torch_threads)
         self.run.set_max_batch_size(settings.max_batch_size)
 
-    # No wait: a lone call runs at once, and calls that arrive during a pass form the next one.
-    # The size comes from EncoderSettings (reconfigure).
+    # No wait: a lone call runs at once, and calls that arrive during a pass form the next one (the
+    # ingress sends one call at a time unless several replicas serve). The size comes from EncoderSettings.
     @serve.batch(batch_wait_timeout_s=0.0)
-    async def run(self, calls: list[tuple[TokenBatch, list[int], threading.Event, Span | None]]) -> list[EncodedBatch]:
-        stop = AllSet([s for _, _, s, _ in calls])
+    async def run(self, calls: list[tuple[list[tuple[TokenBatch, list[int]]], threading.Event, Span | None]]) -> list:
+        stop = AllSet([s for _, s, _ in calls])
         began = time.time_ns()
         # Off the loop, so health checks answer meanwhile.
-        out = await asyncio.to_thread(self.model.encode, [(b, rows) for b, rows, _, _ in calls], stop)
-        texts = sum(len(rows) for _, rows, _, _ in calls)
+        pairs = [pair for pairs, _, _ in calls for pair in pairs]
+        out = await asyncio.to_thread(self.model.encode, pairs, stop)
+        texts = sum(len(rows) for _, rows in pairs)
         # One pass for several calls: one span, in the first call's trace, linked to the others.
         kernel = self.model.info()["kernel"]
         attributes = {"nlpserve.kernel": kernel, "nlpserve.texts": texts, "nlpserve.calls": len(calls)}
@@ -66,15 +67,21 @@ class Encoder(Configured):
         self.passes.inc()
         if texts:
             self.texts.inc(texts)
-        return out
+        answers, k = [], 0
+        for pairs, _, _ in calls:
+            answers.append(out[k : k + len(pairs)])
+            k += len(pairs)
+        return answers
 
-    async def __call__(self, refs: list, rows: list[int]) -> EncodedBatch:
-        """Token vectors of ``rows`` of the TokenBatch behind ``refs[0]`` (nested, so resolved here).
-        A cancelled call stops the pass it is in within one window once that pass's other calls are gone too."""
+    async def __call__(self, refs: list, rows: list[list[int]]) -> list[EncodedBatch]:
+        """Token vectors of ``rows[i]`` of the TokenBatch behind each ``refs[i]`` (nested, so resolved
+        here), one EncodedBatch per ref. A cancelled call stops the pass it is in within one window once
+        that pass's other calls are gone too."""
         self._ready()
         stop = threading.Event()
         try:
-            return await self.run((await refs[0], rows, stop, tracing.recording(serve.get_trace_context())))
+            batches = await asyncio.gather(*refs)
+            return await self.run((list(zip(batches, rows)), stop, tracing.recording(serve.get_trace_context())))
         except asyncio.CancelledError:
             stop.set()
             self.counts["cancelled"] += 1

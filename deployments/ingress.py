@@ -2,7 +2,8 @@
 
 import asyncio
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from functools import partial
 from importlib import metadata
 
 import ray
@@ -12,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import HTMLResponse, JSONResponse
 from ray import serve
-from ray.serve.handle import DeploymentHandle
+from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
 from deployments.metrics import IngressMetrics
 from nlpserve import tracing
@@ -182,6 +183,28 @@ def unready(pipeline: Pipeline, inputs: dict) -> dict[str, str]:
     return why
 
 
+@dataclass(frozen=True)
+class Encoding:
+    """An encoder call on its way: its heads get ``vectors``, the ObjectRef of its answer, nested in their
+    call's arguments, so each head's replica awaits it itself and the vectors go from the Encoder to the
+    heads without a round trip through the ingress."""
+
+    response: DeploymentResponse
+    vectors: ray.ObjectRef
+
+    def cancel(self) -> None:
+        self.response.cancel()
+
+
+async def _encode(encoder: DeploymentHandle, refs: list, rows: list[list[int]]) -> Encoding:
+    response = encoder.remote(refs, rows)
+    try:
+        return Encoding(response, await response._to_object_ref())  # once a replica has taken the call
+    except BaseException:
+        response.cancel()
+        raise
+
+
 NOT_READY = {
     503: {
         "description": "Not ready: `missing` names each task or encoder that keeps the service from being ready.",
@@ -213,8 +236,9 @@ class Ingress:
             self._inputs,
             {name: h.remote for name, h in self.handles.items()},
             put=ray.put,
-            encoders={name: h.remote for name, h in self.encoders.items()},
+            encoders={name: partial(_encode, h) for name, h in self.encoders.items()},
             on_call=self.metrics.call,
+            on_send=self.metrics.send,
             on_batch=lambda size, tokenized, unique: self.metrics.batch(
                 size, tokenized, unique, self.settings.token_cache_bytes > 0
             ),
@@ -231,7 +255,12 @@ class Ingress:
         self.analyze_items.set_max_batch_size(s.max_batch_size)
         self.analyze_items.set_batch_wait_timeout_s(s.batch_wait_timeout_s)
         self.pipeline.limit(
-            s.task_timeout_s, s.task_timeouts_s, s.max_calls_in_flight, s.max_text_tokens, s.max_request_tokens
+            s.task_timeout_s,
+            s.task_timeouts_s,
+            s.max_calls_in_flight,
+            s.max_batch_size,
+            s.max_text_tokens,
+            s.max_request_tokens,
         )
         api.state.settings = s
         caches = (s.token_cache_bytes, s.token_cache_ttl_s, s.result_cache_size, s.result_cache_ttl_s)

@@ -18,6 +18,12 @@ class IngressMetrics:
             "nlpserve_task_failures", "Task calls that failed, timed out or had no tokenizer.", ("task", "kind")
         )
         self.batch_size = metrics.Histogram("nlpserve_batch_size", "Texts per tokenized batch.", SIZE_BUCKETS)
+        self.stage_texts = metrics.Histogram(
+            "nlpserve_call_texts",
+            "Texts per remote call of a deployment (Encoder, or a task): grows with the load.",
+            SIZE_BUCKETS,
+            tag_keys=("callee",),  # Serve reserves "deployment" for the replica that records it
+        )
         self.batches = metrics.Counter("nlpserve_batches", "Batches run by the ingress.")
         self.tokenizations = metrics.Counter(
             "nlpserve_tokenizations", "Tokenizer calls (one per batch, none when all its texts were cached)."
@@ -31,6 +37,9 @@ class IngressMetrics:
             self.tokenizations.inc()
         if token_cache:
             self._lookups("token", unique_texts - tokenized, tokenized)
+
+    def send(self, name: str, texts: int) -> None:
+        self.stage_texts.observe(texts, tags={"callee": name})
 
     def call(self, task: str, timing: dict, code: str | None) -> None:
         """One task call of a batch; ``code`` says how it failed: the task error's code, ``failed``, ``timeout``

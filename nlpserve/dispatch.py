@@ -1,97 +1,176 @@
-"""Task calls from the ingress: per task a bounded number in flight, waiting calls sent together,
-each call bounded by its task's timeout, and a call nobody waits for cancelled."""
+"""Calls from the ingress to the model deployments, in batches that follow the load.
+
+Each deployment the ingress calls first is a *stage*: the shared encoder, or a task that reads tokens
+only (NER). A stage has at most ``max_in_flight`` calls running. Work for a busy stage waits here, and
+the stage's next call takes all of it (up to ``max_texts`` texts), so an idle stage gets a lone text at
+once and a busy one gets bigger calls as the load grows (as Triton's dynamic batcher and TEI's queue).
+A *head* (a task that reads the shared encoder's vectors) rides on its encoder's call: its call is sent
+together with the encoder's, carrying a reference to the encoder's answer, which the head's replica
+awaits itself, so the vectors go from the encoder to the heads without another round trip through here.
+
+Every call is bounded by its task's timeout; a call that raises or runs out of time answers each of its
+rows with a TaskError and leaves the other tasks alone; a call nobody waits for any more is cancelled.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from nlpserve import tracing
 from nlpserve.errors import EncoderMismatch, TokenizerMismatch, describe
 from nlpserve.schemas import ErrorCode, task_error
 
-# A task call takes refs (stored TokenBatches, nested so the callee resolves them), per ref the
-# batch rows it should answer and, for a head of a shared encoder, per ref that encoder's answer
-# (passed on unresolved: in Serve a DeploymentResponse, which Serve hands to the task directly).
-# It returns {"results": [one per row, in order], "model": {name, version, checksum}, "get_ms": ..,
-# "encode_ms": .., "compute_ms": ..}.
-TaskCall = Callable[..., Awaitable[dict]]
-# What one item's task call gave: its answers (one per row, or the same error for each), the call's
-# timing, and the model that answered (None when the call failed).
-CallResult = tuple[list, dict, dict | None]
+# A task call takes the stored TokenBatches (references, nested so the callee resolves them), per
+# reference the rows to answer and, for a head, a one-element list holding the reference to its
+# encoder's answer (one EncodedBatch per reference); it returns a Reply.
+TaskCall = Callable[..., Awaitable["Reply"]]
 
 # A task whose model was swapped: the caller regroups before its next batch.
 MISMATCHES = (TokenizerMismatch, EncoderMismatch)
+
+
+class Encoding(Protocol):
+    """An encoder call on its way: ``vectors`` is what its heads are given (in Serve, the ObjectRef of
+    the call's answer); ``cancel`` stops the call."""
+
+    vectors: Any
+
+    def cancel(self) -> None: ...
+
+
+# An encoder call takes the stored TokenBatches and per reference the rows to encode; it returns once
+# the call is sent (not answered).
+EncodeCall = Callable[[list, list[list[int]]], Awaitable[Encoding]]
 
 
 def ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
 
 
-@dataclass
-class Waiting:
-    """A batch's call of one task, waiting for a free slot of that task."""
+@dataclass(frozen=True)
+class Reply:
+    """A task replica's answer to one call: a result per row, in order; the model that made them; the
+    texts the call held; when the replica began it (``time.time()``); how long it read the object
+    store, ran the model and took in all; for a head, the encoder pass it read and that pass's texts."""
+
+    results: list
+    model: dict
+    texts: int
+    received: float
+    get_ms: float
+    compute_ms: float
+    replica_ms: float
+    encode_ms: float | None = None
+    encode_texts: int | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a task call gave one batch: per row its answer (or the same TaskError's JSON for each), the
+    call's timings (schemas.TaskTiming) and the model that answered (None when the call failed)."""
+
+    answers: list
+    timing: dict
+    model: dict | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.model is None
+
+
+@dataclass(eq=False)
+class Part:
+    """One batch's share of a stage call: its stored tokens, its rows, and the future the batch awaits.
+    An encoder's part has no future of its own: the parts of its ``heads`` wait for their answers."""
 
     ref: Any
     rows: list[int]
-    encoded: Any  # the encoder's answer for these rows (heads only)
-    future: asyncio.Future
-    spans: list = field(default_factory=list)  # per traced request of these rows, its span of this task
+    future: asyncio.Future | None
+    queued: float = field(default_factory=time.perf_counter)
+    spans: list = field(default_factory=list)  # per traced request of these rows, its span (tracing)
+    heads: dict[str, Part] = field(default_factory=dict)
+    sent: float = 0.0  # perf_counter when its call was sent
+    sent_wall: float = 0.0  # the same moment, time.time(), against the replica's clock
+
+    def wanted(self) -> bool:
+        futures = [self.future] if self.future else [h.future for h in self.heads.values()]
+        return any(not f.done() for f in futures)
+
+
+@dataclass(eq=False)
+class Stage:
+    queue: list[Part] = field(default_factory=list)
+    in_flight: int = 0
 
 
 class Dispatcher:
-    """Each task has at most ``max_in_flight`` remote calls running. Calls of a busy task wait in
-    the ingress, and a freed slot sends all of that task's waiting calls as one (their stored
-    batches are joined by the replica), so a slow task batches more and never holds up the others.
-    A call that raises or exceeds its task's timeout (``timeouts_s``, else ``timeout_s``) answers
-    ``{"error": ..., "code": ...}`` for each of its rows; a remote call whose callers all gave up is
-    cancelled (in Serve the replica then stops its model within one chunk)."""
+    """Stage calls for the ingress (see the module docstring). ``tasks`` and ``encoders`` make the
+    remote calls; ``on_call`` hears of every task call a batch made (its timing, and the error code if
+    it failed), ``on_send`` of every remote call sent (stage or head, and its texts), ``on_mismatch`` of
+    a task whose model no longer reads what it was sent."""
 
     def __init__(
         self,
         tasks: dict[str, TaskCall],
+        encoders: dict[str, EncodeCall],
         stats: Counter[str],
         timeout_s: float = 30.0,
-        max_in_flight: int = 4,
+        max_in_flight: int = 1,
+        max_texts: int = 32,
         on_call: Callable[[str, dict, str | None], None] = lambda task, timing, code: None,
+        on_send: Callable[[str, int], None] = lambda name, texts: None,
         on_mismatch: Callable[[], None] = lambda: None,
     ) -> None:
         self.tasks = tasks
+        self.encoders = encoders
         self.stats = stats
         self.timeout_s = timeout_s
         self.timeouts_s: dict[str, float] = {}  # per task, over timeout_s
         self.max_in_flight = max_in_flight
+        self.max_texts = max_texts
         self.on_call = on_call
+        self.on_send = on_send
         self.on_mismatch = on_mismatch
-        self.waiting: defaultdict[str, list[Waiting]] = defaultdict(list)
-        self.in_flight: Counter[str] = Counter()
+        self.stages: dict[str, Stage] = {name: Stage() for name in (*tasks, *encoders)}
 
     def timeout(self, task: str) -> float:
         return self.timeouts_s.get(task, self.timeout_s)
 
-    async def call(self, task: str, ref: Any, rows: list[int], encoded: Any, spans: list) -> CallResult:
-        """The task's answers for ``rows`` of the stored batch ``ref`` (with, for a head, the encoder's
-        answer ``encoded``), sent as soon as the task has a free slot."""
-        start = time.perf_counter()
+    def in_flight(self, stage: str) -> int:
+        return self.stages[stage].in_flight
+
+    def task(self, task: str, ref: Any, rows: list[int], spans: list) -> asyncio.Task[Outcome]:
+        """The task's answers for ``rows`` of the stored batch ``ref``, from its next call."""
+        part = Part(ref, rows, asyncio.get_running_loop().create_future(), spans=spans)
+        self._enqueue(task, part)
+        return asyncio.ensure_future(self._wait(task, part))
+
+    def heads(
+        self, encoder: str, ref: Any, rows: dict[str, list[int]], spans: dict[str, list], batch_spans: list
+    ) -> dict[str, asyncio.Task[Outcome]]:
+        """Per head of ``encoder``, its answers for its ``rows`` of the stored batch ``ref``: the
+        encoder's next call encodes the rows any of them needs, and carries each head's call along."""
+        loop = asyncio.get_running_loop()
+        parts = {head: Part(ref, r, loop.create_future(), spans=spans[head]) for head, r in rows.items()}
+        union = sorted({i for r in rows.values() for i in r})
+        self._enqueue(encoder, Part(ref, union, None, spans=batch_spans, heads=parts))
+        return {head: asyncio.ensure_future(self._wait(head, part)) for head, part in parts.items()}
+
+    def failed(self, task: str, error: dict, rows: list[int], start: float) -> Outcome:
+        timing = {"call_ms": ms(time.perf_counter() - start)}
+        self.on_call(task, timing, error["code"])
+        return Outcome([error] * len(rows), timing)
+
+    async def _wait(self, task: str, part: Part) -> Outcome:
         self.stats[f"calls.{task}"] += 1
-        future = asyncio.get_running_loop().create_future()
-        self.waiting[task].append(Waiting(ref, rows, encoded, future, spans))
-        self._send_waiting(task)
         timeout = self.timeout(task)
         try:
-            results, out = await asyncio.wait_for(future, timeout)
-            timing = {
-                "call_ms": ms(time.perf_counter() - start),
-                "get_ms": out["get_ms"],
-                "encode_ms": out.get("encode_ms"),
-                "compute_ms": out["compute_ms"],
-            }
-            self.on_call(task, timing, None)
-            return results, timing, out["model"]
+            reply, answers = await asyncio.wait_for(part.future, timeout)
         except asyncio.TimeoutError:
             self.stats[f"timeouts.{task}"] += 1
             error = task_error(ErrorCode.timeout, f"{task} timed out after {timeout:g} s")
@@ -100,36 +179,98 @@ class Dispatcher:
             if isinstance(e, MISMATCHES):
                 self.on_mismatch()
             error = task_error(ErrorCode.failed, f"{task} failed: {describe(e)}")
-        return self.failed(task, error, rows, start)
+        else:
+            timing = {
+                "call_ms": ms(time.perf_counter() - part.queued),
+                "wait_ms": ms(part.sent - part.queued),
+                "texts": reply.texts,
+                "to_replica_ms": ms(max(0.0, reply.received - part.sent_wall)),
+                "get_ms": round(reply.get_ms, 3),
+                "compute_ms": round(reply.compute_ms, 3),
+                "replica_ms": round(reply.replica_ms, 3),
+                "encode_ms": reply.encode_ms,
+                "encode_texts": reply.encode_texts,
+            }
+            self.on_call(task, timing, None)
+            return Outcome(answers, timing, reply.model)
+        return self.failed(task, error, part.rows, part.queued)
 
-    def failed(self, task: str, error: dict, rows: list[int], start: float) -> CallResult:
-        timing = {"call_ms": ms(time.perf_counter() - start)}
-        self.on_call(task, timing, error["code"])
-        return [error] * len(rows), timing, None
+    def _enqueue(self, stage: str, part: Part) -> None:
+        self.stages[stage].queue.append(part)
+        self._pump(stage)
 
-    def _send_waiting(self, task: str) -> None:
-        """If the task has a free slot, send every call of it that still waits, as one."""
-        group = [w for w in self.waiting[task] if not w.future.done()]  # done: gave up waiting
-        if not group:
-            self.waiting[task] = []
-        elif self.in_flight[task] < self.max_in_flight:
-            self.waiting[task] = []
-            self.in_flight[task] += 1
-            asyncio.ensure_future(self._send(task, group))
+    def _pump(self, name: str) -> None:
+        """While the stage has a free slot, send what waits for it: as much as one call may take."""
+        stage = self.stages[name]
+        stage.queue = [p for p in stage.queue if p.wanted()]  # the others' batches gave up
+        while stage.queue and stage.in_flight < self.max_in_flight:
+            parts, texts = [], 0
+            while stage.queue and (not parts or texts + len(stage.queue[0].rows) <= self.max_texts):
+                parts.append(stage.queue.pop(0))
+                texts += len(parts[-1].rows)
+            stage.in_flight += 1
+            asyncio.ensure_future(self._send(name, parts))
 
-    async def _send(self, task: str, group: list[Waiting]) -> None:
-        self.stats[f"sends.{task}"] += 1
-        encoded = [w.encoded for w in group] if group[0].encoded is not None else []  # heads only
-        pending = None
-        rows = sum(len(w.rows) for w in group)
+    async def _send(self, name: str, parts: list[Part]) -> None:
+        try:
+            if name in self.encoders:
+                await self._encode(name, parts)
+            else:
+                refs, rows = [p.ref for p in parts], [p.rows for p in parts]
+                await self._call(name, parts, lambda: self.tasks[name](refs, rows))
+        finally:
+            self.stages[name].in_flight -= 1
+            self._pump(name)
+
+    async def _encode(self, name: str, parts: list[Part]) -> None:
+        """One encoder call for ``parts`` and, with it, one call per head they carry; the encoder's slot
+        is held until the heads have answered. The encoder call is cancelled if a head gave up or failed."""
+        heads = sorted({h for p in parts for h in p.heads})
+        texts = sum(len(p.rows) for p in parts)
+        self._sent(name, parts, texts)
+        timeout = max(self.timeout(h) for h in heads)
+        span = tracing.begin("encode", [s for p in parts for s in p.spans], tracing.PRODUCER)
+        try:
+            with tracing.using(span):  # Serve sends the current span's context with the call
+                sending = self.encoders[name]([p.ref for p in parts], [p.rows for p in parts])
+                encoding = await asyncio.wait_for(sending, timeout)
+        except Exception as e:  # noqa: BLE001 - each head reports it
+            for p in parts:
+                for head in p.heads.values():
+                    if not head.future.done():
+                        head.future.set_exception(e)
+            return
+        finally:
+            tracing.end([span], {"nlpserve.texts": texts})
+        refs = [p.ref for p in parts]
+        calls = []
+        for h in heads:
+            rows = [p.heads[h].rows if h in p.heads else [] for p in parts]
+            mine = [p.heads[h] for p in parts if h in p.heads]
+            calls.append(self._call(h, mine, lambda h=h, rows=rows: self.tasks[h](refs, rows, [encoding.vectors])))
+        if not all(await asyncio.gather(*calls)):
+            encoding.cancel()  # a head gave up or failed: nobody else reads this pass
+
+    def _sent(self, name: str, parts: list[Part], texts: int) -> None:
+        now, wall = time.perf_counter(), time.time()
+        for p in parts:
+            p.sent, p.sent_wall = now, wall
+        self.stats.update({f"sends.{name}": 1, f"texts.{name}": texts})
+        self.on_send(name, texts)
+
+    async def _call(self, task: str, parts: list[Part], send: Callable[[], Any]) -> bool:
+        """One remote call for ``parts`` (``send`` makes it); each part's future gets its rows' answers
+        or the error. True if it answered."""
+        rows = sum(len(p.rows) for p in parts)
+        self._sent(task, parts, rows)
         # One call for several requests: one span, in the first one's trace, linked to the others' task spans.
-        span = tracing.begin(f"{task} call", [s for w in group for s in w.spans], tracing.CLIENT)
+        span = tracing.begin(f"{task} call", [s for p in parts for s in p.spans], tracing.CLIENT)
         error = None
         try:
             with tracing.using(span):  # Serve sends the current span's context with the call
-                pending = self.tasks[task]([w.ref for w in group], [w.rows for w in group], *encoded)
+                pending = send()
             remote = asyncio.ensure_future(pending)
-            gave_up = asyncio.gather(*(w.future for w in group), return_exceptions=True)  # done: nobody waits
+            gave_up = asyncio.gather(*(p.future for p in parts), return_exceptions=True)  # done: nobody waits
             await asyncio.wait({remote, gave_up}, timeout=self.timeout(task), return_when=asyncio.FIRST_COMPLETED)
             if not remote.done():
                 remote.cancel()
@@ -139,22 +280,22 @@ class Dispatcher:
                 if gave_up.done():
                     self.stats[f"cancelled.{task}"] += 1
                     error = "cancelled: nobody waits for it"
-                    return
+                    return False
                 raise asyncio.TimeoutError
-            out = remote.result()
-            if len(out["results"]) != rows:
-                raise RuntimeError(f"returned {len(out['results'])} results for {rows} texts")
+            reply: Reply = remote.result()
+            if len(reply.results) != rows:
+                raise RuntimeError(f"returned {len(reply.results)} results for {rows} texts")
             k = 0
-            for w in group:
-                if not w.future.done():
-                    w.future.set_result((out["results"][k : k + len(w.rows)], out))
-                k += len(w.rows)
-        except Exception as e:  # noqa: BLE001 - handed to every waiting call, which reports it
+            for p in parts:
+                if not p.future.done():
+                    p.future.set_result((reply, reply.results[k : k + len(p.rows)]))
+                k += len(p.rows)
+            return True
+        except Exception as e:  # noqa: BLE001 - handed to every waiting part, which reports it
             error = describe(e)
-            for w in group:
-                if not w.future.done():
-                    w.future.set_exception(e)
+            for p in parts:
+                if not p.future.done():
+                    p.future.set_exception(e)
+            return False
         finally:
             tracing.end([span], {"nlpserve.texts": rows}, error)
-            self.in_flight[task] -= 1
-            self._send_waiting(task)

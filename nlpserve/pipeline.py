@@ -15,13 +15,11 @@ import numpy as np
 
 from nlpserve import tracing
 from nlpserve.answer import Answer
-from nlpserve.dispatch import CallResult, Dispatcher, TaskCall, ms
+from nlpserve.dispatch import Dispatcher, EncodeCall, Outcome, TaskCall, ms
 from nlpserve.errors import describe
 from nlpserve.schemas import ErrorCode, task_error
 from nlpserve.tokens import Tokenizer, TokenizerSpec
 
-# An encoder call takes [ref] and the rows to encode, and returns its answer without awaiting it.
-EncodeCall = Callable[[list, list[int]], Any]
 # Asks each task and encoder what it reads: {name: Inputs}, or {name: exception} where it cannot say.
 InputsCall = Callable[[], Awaitable[dict[str, "Inputs | BaseException"]]]
 
@@ -52,7 +50,7 @@ class Pending:
     the item's place in that call's rows."""
 
     result: Answer
-    calls: dict[str, tuple[asyncio.Future, int]]
+    calls: dict[str, tuple[asyncio.Future[Outcome], int]]
     deadline: float | None
     rejected: str | None = None  # why the item's request was refused (over a token limit): no task ran
 
@@ -63,6 +61,11 @@ class Group:
 
     tokenizer: Tokenizer
     tasks: list[str]
+
+
+# Batches this small are tokenized on the event loop: a few ms at most, less than handing them to a
+# thread and back costs in a busy replica. Larger ones go to a thread, so other requests go on meanwhile.
+INLINE_CHARS = 8_000
 
 
 def expired(task: str) -> dict:
@@ -95,8 +98,10 @@ class Pipeline:
         timeout_s: float = 30.0,
         cache: Callable[[], MutableMapping | None] = lambda: None,
         on_call: Callable[[str, dict, str | None], None] = lambda task, timing, code: None,
+        on_send: Callable[[str, int], None] = lambda name, texts: None,
         on_batch: Callable[[int, int, int], None] = lambda size, tokenized, unique: None,
-        max_in_flight: int = 4,
+        max_in_flight: int = 1,
+        max_texts: int = 32,
         max_text_tokens: int | None = None,
         max_request_tokens: int | None = None,
     ) -> None:
@@ -109,7 +114,9 @@ class Pipeline:
         self.max_text_tokens = max_text_tokens
         self.max_request_tokens = max_request_tokens
         self.stats: Counter[str] = Counter()
-        self.dispatch = Dispatcher(tasks, self.stats, timeout_s, max_in_flight, on_call, self._regroup)
+        self.dispatch = Dispatcher(
+            tasks, self.encoders, self.stats, timeout_s, max_in_flight, max_texts, on_call, on_send, self._regroup
+        )
         self.groups: dict[str, Group] = {}
         self.encoder_of: dict[str, str] = {}  # head task -> the encoder whose vectors it reads
         self.unknown: dict[str, str] = {}  # task -> why its tokenizer or encoder is not known
@@ -127,12 +134,13 @@ class Pipeline:
         timeout_s: float,
         timeouts_s: dict[str, float],
         max_in_flight: int,
+        max_texts: int,
         max_text_tokens: int | None,
         max_request_tokens: int | None,
     ) -> None:
         """New limits, for the batches and task calls that start from now on."""
         self.dispatch.timeout_s, self.dispatch.timeouts_s = timeout_s, timeouts_s
-        self.dispatch.max_in_flight = max_in_flight
+        self.dispatch.max_in_flight, self.dispatch.max_texts = max_in_flight, max_texts
         self.max_text_tokens, self.max_request_tokens = max_text_tokens, max_request_tokens
 
     def set_cache(self, cache: Callable[[], MutableMapping | None]) -> None:
@@ -215,8 +223,8 @@ class Pipeline:
         return [a.json() for a in await asyncio.gather(*(self.finish(p) for p in await self.start(items)))]
 
     async def start(self, items: Sequence[Item]) -> list[Pending]:
-        """Tokenize and store the batch once per group it needs and start one call per task;
-        returns at once, one Pending per item, for ``finish``."""
+        """Tokenize and store the batch once per group it needs and queue one call per task at its
+        stage; returns at once, one Pending per item, for ``finish``."""
         start = time.perf_counter()
         await self._current()
         texts = [it.text for it in items]
@@ -228,7 +236,10 @@ class Pipeline:
             if wanted.isdisjoint(group.tasks):
                 continue
             t0 = time.perf_counter()
-            batch = await asyncio.to_thread(group.tokenizer, texts)  # off the loop: others go on meanwhile
+            if sum(map(len, texts)) <= INLINE_CHARS:
+                batch = group.tokenizer(texts)
+            else:
+                batch = await asyncio.to_thread(group.tokenizer, texts)  # off the loop: others go on meanwhile
             t1 = time.perf_counter()
             ref = self.put(batch)
             t2 = time.perf_counter()
@@ -246,20 +257,13 @@ class Pipeline:
             traces, received = [it.trace for it in items], [it.received for it in items]
             size = {"nlpserve.batch.texts": len(items), "nlpserve.batch.requests": len({it.request for it in items})}
             batch_of = tracing.batch_spans(traces, received, start, steps, size)
-        encodes = self._encode(refs, rows, batch_of)
         # Per task and traced request, a span of the request's wait for the task's answer.
         spans = {t: tracing.each(t, [items[i].trace for i in r]) if traced else [] for t, r in rows.items()}
-        calls = {
-            t: asyncio.ensure_future(self._call(t, refs.get(t), r, encodes.get(self.encoder_of.get(t)), spans[t]))
-            for t, r in rows.items()
-            if r
-        }
+        calls = self._queue(refs, {t: r for t, r in rows.items() if r}, spans, batch_of)
         for t, call in calls.items():
             if spans[t]:
                 call.add_done_callback(partial(self._end_spans, spans[t]))
         tracing.end(batch_of)
-        for encoder, response in encodes.items():
-            self._cancel_unless_used(response, [c for t, c in calls.items() if self.encoder_of.get(t) == encoder])
         for i, it in enumerate(items):
             if i not in rejected:
                 self.wanted.update(calls[t] for t in it.tasks if t in calls)
@@ -281,6 +285,25 @@ class Pipeline:
             )
             for i, it in enumerate(items)
         ]
+
+    def _queue(
+        self, refs: dict[str, Any], rows: dict[str, list[int]], spans: dict[str, list], batch_of: list
+    ) -> dict[str, asyncio.Future[Outcome]]:
+        """Per task, its answers for its rows: queued at its stage, a head at its encoder's."""
+        calls: dict[str, asyncio.Future[Outcome]] = {}
+        heads: dict[str, dict[str, list[int]]] = {}  # encoder -> its heads' rows
+        for task, r in rows.items():
+            if task not in refs:  # the task is in no tokenizer group
+                calls[task] = asyncio.ensure_future(self._unavailable(task, r))
+            elif task in self.encoder_of:
+                heads.setdefault(self.encoder_of[task], {})[task] = r
+            else:
+                calls[task] = self.dispatch.task(task, refs[task], r, spans[task])
+        for encoder, head_rows in heads.items():
+            ref = refs[next(iter(head_rows))]  # an encoder's heads read one tokenizer: its own
+            batch_spans = [batch_of[i] for i in sorted({i for r in head_rows.values() for i in r})]
+            calls.update(self.dispatch.heads(encoder, ref, head_rows, {t: spans[t] for t in head_rows}, batch_spans))
+        return calls
 
     def _over_limits(self, items: Sequence[Item], tokens: list[int]) -> dict[int, str]:
         """{item index: why} for the items of every request over a token limit; none of them is run."""
@@ -309,8 +332,8 @@ class Pipeline:
                 await asyncio.wait({call for call, _ in calls.values()}, timeout=left)
             for task, (call, k) in calls.items():
                 if call.done():
-                    answers, timing, model = call.result()
-                    result.add(task, answers[k], model, timing)
+                    outcome = call.result()
+                    result.add(task, outcome.answers[k], outcome.model, outcome.timing)
                 else:
                     self.stats[f"deadlines.{task}"] += 1
                     result.add(task, expired(task))
@@ -336,46 +359,11 @@ class Pipeline:
             result.add(task, expired(task))
         return result
 
-    @staticmethod
-    def _cancel_unless_used(response: Any, calls: list[asyncio.Future]) -> None:
-        """Cancel an encoder call once all the head calls reading it are over, unless every one of them
-        got its answer (then the encoder's is done too): a head that timed out or was abandoned leaves
-        nobody waiting for the encoder's pass."""
-        left, failed = len(calls), False
-
-        def over(call: asyncio.Future) -> None:
-            nonlocal left, failed
-            left -= 1
-            failed = failed or call.cancelled() or call.exception() is not None or call.result()[2] is None
-            if left == 0 and failed and hasattr(response, "cancel"):
-                response.cancel()
-
-        for call in calls:
-            call.add_done_callback(over)
-
-    def _encode(self, refs: dict[str, Any], rows: dict[str, list[int]], batch_of: list) -> dict[str, Any]:
-        """One call per encoder some requested head reads, over the union of their rows; unawaited.
-        Its span ends once the call is sent: the heads wait for the encoder, not the ingress."""
-        needed: dict[str, tuple[Any, set[int]]] = {}  # encoder -> (its heads' stored tokens, rows)
-        for task, encoder in self.encoder_of.items():
-            if rows.get(task) and task in refs:
-                needed.setdefault(encoder, (refs[task], set()))[1].update(rows[task])
-        out = {}
-        for encoder, (ref, wanted) in needed.items():
-            span = tracing.begin("encode", [batch_of[i] for i in sorted(wanted)], tracing.PRODUCER)
-            with tracing.using(span):
-                out[encoder] = self.encoders[encoder]([ref], sorted(wanted))
-            tracing.end([span], {"nlpserve.texts": len(wanted)})
-            self.stats.update({f"encodes.{encoder}": 1, f"encoded_rows.{encoder}": len(wanted)})
-        return out
-
-    async def _call(self, task: str, ref: Any, rows: list[int], encoded: Any, spans: list) -> CallResult:
-        if ref is None:  # the task is in no tokenizer group
-            self.stats[f"errors.{task}"] += 1
-            why = self.unknown.get(task, "not in any tokenizer group")
-            error = task_error(ErrorCode.unavailable, f"{task} unavailable: {why}")
-            return self.dispatch.failed(task, error, rows, time.perf_counter())
-        return await self.dispatch.call(task, ref, rows, encoded, spans)
+    async def _unavailable(self, task: str, rows: list[int]) -> Outcome:
+        self.stats[f"errors.{task}"] += 1
+        why = self.unknown.get(task, "not in any tokenizer group")
+        error = task_error(ErrorCode.unavailable, f"{task} unavailable: {why}")
+        return self.dispatch.failed(task, error, rows, time.perf_counter())
 
     @staticmethod
     def _end_spans(spans: list, call: asyncio.Future) -> None:
@@ -383,6 +371,6 @@ class Pipeline:
         if call.cancelled():  # every item waiting for it gave up (deadline, disconnect)
             tracing.end(spans, error="abandoned")
             return
-        answers, timing, model = call.result()
-        error = answers[0]["code"] if model is None else None  # no model: the call failed (Dispatcher.failed)
-        tracing.end(spans, {f"nlpserve.{k}": v for k, v in timing.items()}, error)
+        outcome: Outcome = call.result()
+        error = outcome.answers[0]["code"] if outcome.failed else None
+        tracing.end(spans, {f"nlpserve.{k}": v for k, v in outcome.timing.items()}, error)

@@ -137,10 +137,15 @@ class ModelInfo(BaseModel):
 
 
 class TaskTiming(BaseModel):
-    call_ms: float = Field(description="Round trip of the task call, seen from the ingress.")
-    get_ms: float | None = Field(None, description="Reading the TokenBatch from the object store.")
+    call_ms: float = Field(description="From the batch's queueing of the task to its answer, seen from the ingress.")
+    wait_ms: float | None = Field(None, description="Waiting in the ingress for the deployment's next call.")
+    texts: int | None = Field(None, description="Texts in the remote call that answered (several batches' rows).")
+    to_replica_ms: float | None = Field(None, description="From sending the call to the replica beginning it.")
+    get_ms: float | None = Field(None, description="Reading the TokenBatches from the object store.")
+    compute_ms: float | None = Field(None, description="The model on the whole call.")
+    replica_ms: float | None = Field(None, description="The whole call inside the replica.")
     encode_ms: float | None = Field(None, description="The shared encoder's pass this head read (heads only).")
-    compute_ms: float | None = Field(None, description="The model on the whole batch.")
+    encode_texts: int | None = Field(None, description="Texts in that encoder pass (heads only).")
 
 
 class Timings(BaseModel):
@@ -201,12 +206,21 @@ class _Settings(BaseModel):
 class IngressSettings(_Settings):
     """`user_config` of the Ingress deployment."""
 
-    max_batch_size: int = Field(32, ge=1)
-    batch_wait_timeout_s: float = Field(0.002, ge=0)
+    max_batch_size: int = Field(
+        32,
+        ge=1,
+        description="Requests per ingress batch, and texts per call of a deployment (a bigger batch goes alone).",
+    )
+    batch_wait_timeout_s: float = Field(
+        0.0, ge=0, description="Added wait for a batch to fill; none by default: batches grow while the graph is busy."
+    )
     task_timeout_s: float = Field(30.0, gt=0)
     task_timeouts_s: dict[Task, float] = Field({}, description="Per-task timeouts over task_timeout_s.")
     max_calls_in_flight: int = Field(
-        4, ge=1, description="Calls per task in flight; raise it to at least max_replicas x target_ongoing_requests."
+        1,
+        ge=1,
+        description="Calls in flight per deployment (Encoder, NER, ...): more work waits for the next call. With "
+        "autoscaling, at least max_replicas x target_ongoing_requests, so the autoscaler sees the load.",
     )
     max_text_chars: int = Field(100_000, ge=1)
     max_text_tokens: int = Field(

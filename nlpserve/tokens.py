@@ -126,6 +126,7 @@ class EncodedBatch:
     vectors: np.ndarray
     splits: np.ndarray
     compute_ms: float = 0.0
+    texts: int = 0  # texts in the pass that made them (several calls' rows may share one pass)
     kernel: str = ""  # the forward pass that made them (nlpserve.models.kernels): int8 vectors differ a little
     _index: dict[int, int] = field(default_factory=dict, repr=False)
 

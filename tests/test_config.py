@@ -80,3 +80,16 @@ def test_a_profile_differs_from_config_yaml_only_where_it_means_to(profile):
     differ = sorted(k for k in base.keys() | other.keys() if base.get(k) != other.get(k))
     assert differ  # a profile that changed nothing would be a copy
     assert [k for k in differ if not any(fnmatch(k, p) for p in MAY_DIFFER[profile])] == []
+
+
+def test_the_autoscale_profile_lets_the_autoscaler_see_the_load():
+    """The ingress keeps at most max_calls_in_flight calls per deployment in flight and holds the rest back:
+    with fewer than max_replicas x target_ongoing_requests, no deployment could ever be seen loaded enough to
+    grow to its maximum."""
+    schema = ServeDeploySchema.model_validate(yaml.safe_load((CONFIGS / "autoscale.yaml").read_text()))
+    (app,) = schema.applications
+    deployments = {d.name: d for d in app.deployments}
+    in_flight = IngressSettings(**deployments["Ingress"].user_config).max_calls_in_flight
+    for name in ("Encoder", "NER"):  # the deployments the ingress calls first (the heads ride on the Encoder's)
+        scaling = deployments[name].autoscaling_config
+        assert in_flight >= scaling["max_replicas"] * scaling["target_ongoing_requests"], name

@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from nlpserve.dispatch import Reply
 from nlpserve.errors import TokenizerMismatch
 from nlpserve.pipeline import Inputs, Item, Pipeline
 from nlpserve.tokens import TokenCache, default_spec
@@ -35,15 +36,16 @@ def tokenizations(pipe) -> int:
     return sum(g["tokenizations"] for g in pipe.group_info())
 
 
+def reply(results: list, name: str = "m") -> Reply:
+    """A replica's answer, as deployments/base.py makes it."""
+    model = {"name": name, "version": "1", "checksum": "c"}
+    return Reply(results, model, len(results), time.time(), get_ms=0.5, compute_ms=2.0, replica_ms=3.0)
+
+
 def counting_task(store, log, name):
-    async def call(refs, rows):
+    async def call(refs, rows, encoded=None):
         log.append((name, refs, rows))
-        return {
-            "results": [f"{name}:{store.get(ref).texts[i]}" for ref, rs in zip(refs, rows) for i in rs],
-            "model": {"name": name, "version": "1", "checksum": "c"},
-            "get_ms": 0.5,
-            "compute_ms": 2.0,
-        }
+        return reply([f"{name}:{store.get(ref).texts[i]}" for ref, rs in zip(refs, rows) for i in rs], name)
 
     return call
 
@@ -113,7 +115,7 @@ def test_failed_task_degrades_only_itself(failure):
             raise ValueError("model exploded")
         if failure == "hang":
             await asyncio.sleep(60)
-        return {"results": [], "model": {}, "get_ms": 0.0, "compute_ms": 0.0}
+        return reply([])
 
     tasks = {"ner": broken, "sentiment": counting_task(store, log, "sentiment")}
     pipe = make(store, tasks, timeout_s=0.2)
@@ -197,7 +199,7 @@ def test_a_task_whose_tokenizer_changed_makes_the_pipeline_regroup():
 def _slow(seconds: float):
     async def call(refs, rows):
         await asyncio.sleep(seconds)
-        return {"results": ["slow"] * sum(map(len, rows)), "model": {"name": "slow"}, "get_ms": 0.0, "compute_ms": 0.0}
+        return reply(["slow"] * sum(map(len, rows)), "slow")
 
     return call
 
@@ -240,7 +242,7 @@ def test_a_busy_task_sends_its_waiting_calls_as_one_and_never_holds_up_another()
     async def slow(refs, rows):
         sent.append(rows)
         await asyncio.sleep(0.3)
-        return {"results": ["slow"] * sum(map(len, rows)), "model": {}, "get_ms": 0.0, "compute_ms": 0.0}
+        return reply(["slow"] * sum(map(len, rows)))
 
     tasks = {"summary": slow, "sentiment": counting_task(store, log, "sentiment")}
     pipe = Pipeline(lambda: _specs(dict.fromkeys(tasks, Inputs(default_spec()))), tasks, put=store, max_in_flight=1)
@@ -265,49 +267,134 @@ async def _specs(specs):
     return specs
 
 
+class Encoding:
+    """Stands in for an encoder call on its way (deployments/ingress.py): ``vectors`` is what the heads
+    get; here a future of the encoder's answer, as an ObjectRef is in Serve."""
+
+    def __init__(self, rows, seconds=0.01):
+        self.vectors = asyncio.ensure_future(asyncio.sleep(seconds, {"rows": rows}))
+        self.cancels = 0
+
+    def cancel(self):
+        self.cancels += 1
+        self.vectors.cancel()
+
+
+HEADS = {"ner": None, "sentiment": "minilm", "summary": "minilm", "encoder": "minilm"}
+
+
+def graph(store, tasks, encode, **limits):
+    inputs = {name: Inputs(default_spec(), encoder) for name, encoder in HEADS.items()}
+    return Pipeline(lambda: _specs(inputs), tasks, put=store, encoders={"encoder": encode}, **limits)
+
+
 def test_heads_of_one_encoder_share_one_encoder_call_per_batch_and_get_its_answer():
     store, log, encodes = Store(), [], []
 
-    def encode(refs, rows):
+    async def encode(refs, rows):
         encodes.append((refs, rows))
-
-        async def answer():
-            await asyncio.sleep(0.01)
-            return {"rows": rows}
-
-        return asyncio.ensure_future(answer())  # like a DeploymentResponse: handed on unawaited
+        return Encoding(rows)
 
     def head(name):
-        async def call(refs, rows, *encoded):
-            answers = [await e for e in encoded]
-            log.append((name, rows, answers))
-            return {"results": [name] * sum(map(len, rows)), "model": {}, "get_ms": 0.0, "compute_ms": 0.0}
+        async def call(refs, rows, encoded):
+            log.append((name, rows, await encoded[0]))  # the replica awaits the encoder's answer itself
+            return reply([name] * sum(map(len, rows)))
 
         return call
 
-    async def ner(refs, rows, *encoded):
-        assert not encoded  # reads words, not vectors
-        return {"results": ["ner"] * sum(map(len, rows)), "model": {}, "get_ms": 0.0, "compute_ms": 0.0}
+    async def ner(refs, rows, encoded=None):
+        assert encoded is None  # reads words, not vectors
+        return reply(["ner"] * sum(map(len, rows)))
 
-    spec = default_spec()
-    inputs = {
-        "ner": Inputs(spec),
-        "sentiment": Inputs(spec, "minilm"),
-        "summary": Inputs(spec, "minilm"),
-        "encoder": Inputs(spec, "minilm"),
-    }
     tasks = {"ner": ner, "sentiment": head("sentiment"), "summary": head("summary")}
-    pipe = Pipeline(lambda: _specs(inputs), tasks, put=store, encoders={"encoder": encode})
+    pipe = graph(store, tasks, encode)
     items = [Item("a", ("sentiment",)), Item("b", ("ner",)), Item("c", ("summary", "sentiment"))]
     out = asyncio.run(pipe.run(items))
     assert [sorted(k for k in o if k in tasks) for o in out] == [["sentiment"], ["ner"], ["sentiment", "summary"]]
-    assert encodes == [([("ref", 0)], [0, 2])]  # one call, the rows any head needs, the ref nested
-    assert sorted(log) == [("sentiment", [[0, 2]], [{"rows": [0, 2]}]), ("summary", [[2]], [{"rows": [0, 2]}])]
-    assert pipe.stats["encodes.encoder"] == 1 and pipe.stats["encoded_rows.encoder"] == 2
+    assert encodes == [([("ref", 0)], [[0, 2]])]  # one call, the rows any head needs, the ref nested
+    assert sorted(log) == [("sentiment", [[0, 2]], {"rows": [[0, 2]]}), ("summary", [[2]], {"rows": [[0, 2]]})]
+    assert pipe.stats["sends.encoder"] == 1 and pipe.stats["texts.encoder"] == 2
 
     # Only NER asked: no encoder call.
     asyncio.run(pipe.run([Item("d", ("ner",))]))
     assert len(encodes) == 1
+
+
+def test_a_busy_graph_sends_what_waited_as_one_call_per_deployment_and_an_idle_one_at_once():
+    """Batches follow the load: while the encoder and NER work, later batches wait in the ingress, and the
+    next call of each takes all of them (the heads ride on the encoder's); an idle graph sends at once."""
+    store, sent = Store(), []
+    release = asyncio.Event()
+
+    async def encode(refs, rows):
+        sent.append(("encoder", rows))
+        return Encoding(rows, 0.0)
+
+    def task(name):
+        async def call(refs, rows, encoded=None):
+            sent.append((name, rows))
+            if encoded:
+                await encoded[0]
+            await release.wait()
+            return reply([name] * sum(map(len, rows)))
+
+        return call
+
+    pipe = graph(store, {t: task(t) for t in ("ner", "sentiment", "summary")}, encode, max_texts=4)
+    tasks = ("ner", "sentiment", "summary")
+
+    async def go():
+        first = await pipe.start([Item("a", tasks)])
+        await asyncio.sleep(0.01)
+        assert [name for name, _ in sent] == ["ner", "encoder", "sentiment", "summary"]  # idle: at once
+        later = [await pipe.start([Item(t, tasks)]) for t in "bcdef"]  # five batches while the first runs
+        await asyncio.sleep(0.01)
+        assert len(sent) == 4  # nothing more was sent: each deployment has its one call in flight
+        release.set()
+        answers = [a.json() for a in await asyncio.gather(*(pipe.finish(p) for b in (first, *later) for p in b))]
+        return answers
+
+    answers = asyncio.run(go())
+    assert all(a[t] == t for a in answers for t in tasks)
+    by = {name: [rows for n, rows in sent if n == name] for name in ("encoder", "ner", "sentiment", "summary")}
+    # Each of the five waiting batches had one text: at most 4 texts per call, so calls of 4 and 1.
+    assert by["encoder"] == by["ner"] == by["sentiment"] == by["summary"] == [[[0]], [[0]] * 4, [[0]]]
+    assert pipe.stats["sends.encoder"] == 3 and pipe.stats["texts.encoder"] == 6
+    timing = answers[1]["timings"]["tasks"]["sentiment"]
+    assert timing["texts"] == 4 and timing["wait_ms"] > 0 and timing["call_ms"] >= timing["wait_ms"]
+
+
+def test_a_batch_that_gave_up_never_fails_the_batches_it_shared_a_call_with():
+    """Two batches in one encoder call (and so in one call per head): the first one's deadline passes
+    while the call runs and it leaves; the call goes on and the other batch gets its answers."""
+    store, encodings, releases = Store(), [], [asyncio.Event(), asyncio.Event()]
+
+    async def encode(refs, rows):
+        encodings.append(Encoding(rows, 0.0))
+        return encodings[-1]
+
+    async def head(refs, rows, encoded):
+        await encoded[0]
+        await releases[len(encodings) - 1].wait()  # the first call waits for the first release, ...
+        return reply(["ok"] * sum(map(len, rows)))
+
+    pipe = graph(store, {"sentiment": head, "summary": head}, encode)
+
+    async def go():
+        blocker = await pipe.start([Item("x", ("sentiment",))])  # holds the encoder's one slot
+        now = time.perf_counter()
+        hurried = await pipe.start([Item("a", ("sentiment",), now, deadline=now + 0.2)])
+        patient = await pipe.start([Item("b", ("sentiment", "summary"), now)])
+        releases[0].set()  # both waiting batches go in the encoder's next call
+        out_hurried = (await pipe.finish(hurried[0])).json()  # and the first leaves while it runs
+        assert [rows for e in encodings for rows in [e.vectors.result()["rows"]]] == [[[0]], [[0], [0]]]
+        releases[1].set()
+        return out_hurried, (await pipe.finish(patient[0])).json(), (await pipe.finish(blocker[0])).json()
+
+    hurried, patient, blocker = asyncio.run(go())
+    assert hurried["sentiment"]["code"] == "deadline_exceeded"
+    assert patient["sentiment"] == patient["summary"] == blocker["sentiment"] == "ok"
+    assert [e.cancels for e in encodings] == [0, 0]
 
 
 def test_a_head_whose_encoder_nobody_serves_is_unavailable_and_the_others_answer():
@@ -333,7 +420,7 @@ def test_a_call_that_raises_at_once_frees_its_slot():
     for text in ("a", "b", "c"):
         (out,) = asyncio.run(pipe.run([Item(text, ("ner",))]))
         assert out["ner"] == {"error": "ner failed: RuntimeError: no replica", "code": "failed"}
-    assert len(calls) == 3 and pipe.dispatch.in_flight["ner"] == 0  # every call was sent: no slot leaked
+    assert len(calls) == 3 and pipe.dispatch.in_flight("ner") == 0  # every call was sent: no slot leaked
 
 
 def test_a_task_that_cannot_say_what_it_reads_holds_up_only_itself():
@@ -416,42 +503,23 @@ def test_a_call_nobody_waits_for_any_more_is_cancelled():
     assert [o["summary"]["code"] for o in out] == ["deadline_exceeded"] * 2 and seconds < 1
     assert cancelled == [[[0, 1]]]  # both items gave up: the one remote call they shared was stopped
     assert pipe.stats["abandoned.summary"] == 1 and pipe.stats["cancelled.summary"] == 1
-    assert not pipe.wanted and pipe.dispatch.in_flight["summary"] == 0
-
-
-class Response:
-    """Stands in for a DeploymentResponse: awaitable, and records a cancel."""
-
-    def __init__(self, seconds):
-        self.task = asyncio.ensure_future(asyncio.sleep(seconds, {"vectors": 1}))
-        self.cancels = 0
-
-    def cancel(self):
-        self.cancels += 1
-        self.task.cancel()
-
-    def __await__(self):
-        return self.task.__await__()
+    assert not pipe.wanted and pipe.dispatch.in_flight("summary") == 0
 
 
 @pytest.mark.parametrize("head_s,cancels", [(0.0, 0), (5.0, 1)], ids=["heads answered", "heads timed out"])
 def test_an_encoder_call_is_cancelled_once_no_head_waits_for_it(head_s, cancels):
-    responses = []
+    encodings = []
 
-    def encode(refs, rows):
-        responses.append(Response(0.01))
-        return responses[-1]
+    async def encode(refs, rows):
+        encodings.append(Encoding(rows))
+        return encodings[-1]
 
-    async def head(refs, rows, *encoded):
+    async def head(refs, rows, encoded):
         await asyncio.sleep(head_s)
-        return {"results": ["ok"] * sum(map(len, rows)), "model": {"name": "h"}, "get_ms": 0.0, "compute_ms": 0.0}
+        return reply(["ok"] * sum(map(len, rows)), "h")
 
-    spec = default_spec()
-    inputs = {"sentiment": Inputs(spec, "minilm"), "summary": Inputs(spec, "minilm"), "encoder": Inputs(spec, "minilm")}
-    pipe = Pipeline(
-        lambda: _specs(inputs), {"sentiment": head, "summary": head}, put=Store(), encoders={"encoder": encode}
-    )
+    pipe = graph(Store(), {"sentiment": head, "summary": head}, encode)
     pipe.dispatch.timeout_s = 0.2
     (out,) = asyncio.run(pipe.run([Item("a", ("sentiment", "summary"))]))
     assert [out[t] == "ok" for t in ("sentiment", "summary")] == [head_s == 0] * 2
-    assert [r.cancels for r in responses] == [cancels]
+    assert [e.cancels for e in encodings] == [cancels]

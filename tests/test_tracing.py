@@ -32,6 +32,7 @@ if __name__ == "__main__":  # run as a script, only tests/ is on the path: add t
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from nlpserve import tracing  # noqa: E402
+from nlpserve.dispatch import Reply  # noqa: E402
 from nlpserve.pipeline import Inputs, Item, Pipeline  # noqa: E402
 from nlpserve.tokens import default_spec  # noqa: E402
 
@@ -67,24 +68,27 @@ def spans(monkeypatch):
 def fake_graph(seen: dict, fail: str | None = None) -> Pipeline:
     """A pipeline whose task and encoder calls, like Serve handle calls, note the span current when made."""
 
-    def encode(refs, rows):
+    class Encoding:
+        def __init__(self, rows):
+            self.vectors = asyncio.ensure_future(asyncio.sleep(0, {"rows": rows}))
+
+        def cancel(self):
+            self.vectors.cancel()
+
+    async def encode(refs, rows):
         seen["encode"] = trace.get_current_span()
-        return asyncio.ensure_future(asyncio.sleep(0, {"rows": rows}))
+        return Encoding(rows)
 
     def task(name):
-        def call(refs, rows, *encoded):
+        def call(refs, rows, encoded=None):
             seen[name] = trace.get_current_span()
 
             async def answer():
-                await asyncio.gather(*encoded)
+                await asyncio.gather(*(encoded or []))
                 if name == fail:
                     raise ValueError("model exploded")
-                return {
-                    "results": [name] * sum(map(len, rows)),
-                    "model": {"name": name},
-                    "get_ms": 0.1,
-                    "compute_ms": 1,
-                }
+                results = [name] * sum(map(len, rows))
+                return Reply(results, {"name": name}, len(results), time.time(), 0.1, 1, 1.5)
 
             return asyncio.ensure_future(answer())
 

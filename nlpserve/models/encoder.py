@@ -117,7 +117,9 @@ class Encoder:
         for _, wanted in calls:
             part = splits[k : k + len(wanted) + 1]
             out.append(
-                EncodedBatch(self.key, list(wanted), vectors[part[0] : part[-1]], part - part[0], ms, self.kernel.name)
+                EncodedBatch(
+                    self.key, list(wanted), vectors[part[0] : part[-1]], part - part[0], ms, len(rows), self.kernel.name
+                )
             )
             k += len(wanted)
         return out

@@ -15,7 +15,7 @@ from spacy.attrs import ENT_IOB, ENT_TYPE, IS_SPACE, ORTH, SENT_START
 from spacy.ml.parser_model import ParserStepModel
 from spacy.pipeline._parser_internals.stateclass import StateClass
 from spacy.tokens import Doc
-from thinc.api import Model
+from thinc.api import Model, get_current_ops, set_current_ops
 
 from nlpserve.errors import Stop, check
 from nlpserve.resources import checksum
@@ -130,6 +130,9 @@ class SpacyNER:
         if "ner" not in nlp.pipe_names:
             raise ValueError(f"ner: spaCy pipeline {model!r} has no 'ner' component")
         self.nlp = nlp
+        # thinc keeps its backend in a context variable, unset in the thread a replica runs the model in:
+        # there every call would look the backend up again through the package entry points (~1 ms).
+        self.ops = get_current_ops()
         self.ner = nlp.get_pipe("ner")
         self.kernel = kernel
         self.rules = {k: [piece[ORTH] for piece in v] for k, v in nlp.tokenizer.rules.items()}
@@ -338,6 +341,7 @@ class SpacyNER:
     def __call__(self, batch: TokenBatch, rows: list[int], stop: Stop | None = None) -> list[list[dict]]:
         """Entities of ``rows``, in HF's pipeline shape. Docs are parsed in chunks of about CHUNK_WORDS
         words (a longer doc alone); once ``stop`` is set, raises Cancelled before the next text or chunk."""
+        set_current_ops(self.ops)
         docs = []
         for i in rows:
             check(stop)
