@@ -6,11 +6,14 @@ Each input line is a JSON string (the text) or an object with "text" and optiona
 Each output line is {"line": n, "id": ..., <the /analyze answer>}, written as batches finish
 (so not in input order); only answers with every task done are written there. Lines that cannot
 be analyzed go to the errors file with their line number and the reason: bad lines (not UTF-8,
-not JSON, no text, refused by the service with a 4xx) for good, and lines marked "retry" (a task
-answered with an error, or the request still failed after its retries) until the next run.
+not JSON, blank, no text, a lone surrogate, refused by the service with a 413 or 422, or that
+could not be sent) for good, and lines marked "retry" (a task answered with an error, the request
+still failed after its retries, or the answer was not what the API describes) until the next run.
 Re-running the same command skips every line in the output file and every final error, and sends
-the "retry" lines again, so an interrupted run loses nothing and writes no line twice. Without
---url a temporary local graph is started from config/config.yaml.
+the "retry" lines again, so an interrupted run loses nothing and writes no line twice. Any other
+refusal (400, 403, 404, 405, ...: a wrong --url, a Host the service does not allow) is about the
+run, not a line: the run stops at once with exit status 1 and records nothing for the lines it was
+sending. Without --url a temporary local graph is started from config/config.yaml.
 """
 
 from __future__ import annotations
@@ -18,57 +21,27 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import sys
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 from tqdm import tqdm
 
-from nlpserve.client import AsyncClient, ServiceError
+from nlpserve.client import AsyncClient, ServiceError, UnexpectedAnswer
+from nlpserve.jsonl import Line, done_lines, error_record, numbered, read
 from nlpserve.schemas import TASKS
 
-
-@dataclass
-class Line:
-    number: int
-    id: Any
-    text: str
-
-
-def parse(number: int, raw: bytes) -> Line | str:
-    """The line, or why it is bad."""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        return f"not UTF-8: {e.reason} at byte {e.start} of the line"
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        return f"not JSON: {e.msg}"
-    if isinstance(value, str):
-        value = {"text": value}
-    if not isinstance(value, dict) or not isinstance(value.get("text"), str):
-        return 'expected a JSON string or an object with a string "text"'
-    if not value["text"].strip():
-        return "text is empty"
-    return Line(number, value.get("id", number), value["text"])
-
-
-def done_lines(path: Path) -> set[int]:
-    """Line numbers finished in ``path``. Records marked "retry" are taken out, so their lines are
-    sent again and recorded once; so is a torn last line (from a kill)."""
-    if not path.exists():
-        return set()
-    data = path.read_bytes()
-    records = [(x, json.loads(x)) for x in data[: data.rfind(b"\n") + 1].splitlines(keepends=True) if x.strip()]
-    keep = [(x, r) for x, r in records if not r.get("retry")]
-    if sum(len(x) for x, _ in keep) != len(data):
-        new = path.with_name(path.name + ".tmp")  # replaced in one step: a kill now cannot lose the file
-        new.write_bytes(b"".join(x for x, _ in keep))
-        new.replace(path)
-    return {r["line"] for _, r in keep}
+# Seconds per request, under the service's http_options.request_timeout_s (60 in config/*.yaml): the service
+# answers by deadline_ms (49.5 s), or else this client gives up at 55 s and retries, before Serve's 408 at 60 s.
+TIMEOUT_S = 55.0
+# The refusals that are the service's verdict on the texts of a request: 413 (a text, or the batch, over a
+# limit) and 422 (invalid). A batch refused so is sent again line by line to find the refused ones. Any
+# other refusal (400 Host not allowed, 401, 403 cross-site, 404 wrong --url path, 405, ...) would be the
+# same for every line: the run stops instead of recording lines as failed. (The service's 400s for bad
+# JSON or UTF-8 cannot be about a line: the client encodes every body, and parse refused what it cannot.)
+PER_LINE = (413, 422)
 
 
 def _task_errors(result: dict, tasks: list[str]) -> dict[str, dict]:
@@ -88,6 +61,8 @@ class Runner:
             if failed := _task_errors(r, self.tasks):
                 reason = "task errors: " + ", ".join(f"{t} ({e.get('code')})" for t, e in failed.items())
                 self.write_error(x.number, reason, retry=True, tasks=failed)
+            elif missing := [t for t in self.tasks if r.get(t) is None]:  # an unexpected answer: try again later
+                self.write_error(x.number, "not in the answer: " + ", ".join(missing), retry=True)
             else:
                 done.append(json.dumps({"line": x.number, "id": x.id, **r}) + "\n")
         self.out.write("".join(done))
@@ -97,8 +72,7 @@ class Runner:
 
     def write_error(self, number: int, reason: str, retry: bool = False, tasks: dict | None = None) -> None:
         """A final error, or with ``retry`` one whose line the next run sends again."""
-        record = {"line": number, "error": reason, "retry": retry} | ({"tasks": tasks} if tasks else {})
-        self.errors.write(json.dumps(record) + "\n")
+        self.errors.write(error_record(number, reason, retry, tasks))
         self.errors.flush()
         self.counts["retry" if retry else "failed"] += 1
 
@@ -108,20 +82,28 @@ class Runner:
         self.bar.update(len(lines))
 
     async def batch(self, lines: list[Line], limit: asyncio.Semaphore) -> None:
-        """Sends ``lines`` (the client retries) and records the answers, or why there are none."""
+        """Sends ``lines`` (the client retries) and records the answers, or why there are none. Raises the
+        ServiceError of a refusal that is not about the lines (see PER_LINE), recording nothing."""
         async with limit:
             try:
                 results = await self.client.analyze_batch([x.text for x in lines], self.tasks, self.deadline_ms)
-                self.write_results(lines, results)
-                return
             except ServiceError as e:
+                if not e.retryable and e.status not in PER_LINE:
+                    raise
                 if e.retryable or len(lines) == 1:
                     self.fail(lines, e, retry=e.retryable)
                     return
-            except httpx.TransportError as e:
+            except (httpx.TransportError, UnexpectedAnswer) as e:
                 self.fail(lines, e, retry=True)
                 return
-        for x in lines:  # the service refused the batch: find the line(s) it refuses, one by one
+            except Exception as e:  # e.g. a text no request can carry that parse let through: a line's fault
+                if len(lines) == 1:
+                    self.fail(lines, e, retry=False)
+                    return
+            else:
+                self.write_results(lines, results)
+                return
+        for x in lines:  # the batch was refused or could not be sent: find the line(s) at fault, one by one
             await self.batch([x], limit)
 
 
@@ -136,19 +118,10 @@ def deadline_ms(timeout_s: float) -> int:
 
 
 async def analyze(args: argparse.Namespace, url: str) -> dict:
+    """Raises the ServiceError of a refusal of the run (see PER_LINE), with the batches in flight cancelled."""
     done = done_lines(args.output) | done_lines(args.errors)
-    todo: list[Line] = []
+    todo, bad = read(numbered(args.input), done)
     with open(args.errors, "a") as errors, open(args.output, "a") as out:
-        bad = []
-        with open(args.input, "rb") as f:  # decoded line by line, so a bad byte fails only its line
-            for number, raw in enumerate(f, start=1):
-                if number in done:
-                    continue
-                parsed = parse(number, raw)
-                if isinstance(parsed, str):
-                    bad.append((number, parsed))
-                else:
-                    todo.append(parsed)
         with tqdm(total=len(todo), unit="text", desc="analyze", disable=args.quiet) as bar:
             async with AsyncClient(url, timeout=args.timeout, retries=args.retries) as client:
                 runner = Runner(client, args.tasks, out, errors, deadline_ms(args.timeout), bar)
@@ -156,8 +129,64 @@ async def analyze(args: argparse.Namespace, url: str) -> dict:
                     runner.write_error(number, reason)
                 limit = asyncio.Semaphore(args.concurrency)
                 chunks = [todo[i : i + args.batch_size] for i in range(0, len(todo), args.batch_size)]
-                await asyncio.gather(*(runner.batch(c, limit) for c in chunks))
+                batches = [asyncio.ensure_future(runner.batch(c, limit)) for c in chunks]
+                try:
+                    await asyncio.gather(*batches)
+                finally:  # after a refusal (or Ctrl-C) the other batches stop where they are, recording nothing
+                    for b in batches:
+                        b.cancel()
+                    await asyncio.gather(*batches, return_exceptions=True)
     return {"skipped": len(done), **runner.counts}
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number, ``minimum`` or more."""
+
+    def whole(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, not {value}")
+        return value
+
+    return whole
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds over 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, not {text}")
+    return value
+
+
+def _url(text: str) -> str:
+    """An argparse type: an http:// or https:// URL with a host (anything else would fail every request)."""
+    try:
+        url = httpx.URL(text)
+    except httpx.InvalidURL as e:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a URL: {e}") from None
+    if url.scheme not in ("http", "https") or not url.host:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an http:// or https:// URL with a host")
+    return text
+
+
+def _http(args: argparse.Namespace) -> dict:
+    """The http engine's run: against --url, or a temporary local graph."""
+    if args.url:
+        return asyncio.run(analyze(args, args.url))
+    from nlpserve.on_ray import local
+
+    url = local.start()
+    try:
+        return asyncio.run(analyze(args, url))
+    finally:
+        local.stop()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -169,8 +198,9 @@ def main(argv: list[str] | None = None) -> None:
     a.add_argument(
         "--errors",
         type=Path,
-        help="where bad lines go (default: OUTPUT with .errors.jsonl); lines whose tasks answered an error, "
-        'or whose request failed after its retries, go there too, marked "retry": re-running sends them again',
+        help="where bad lines go (default: OUTPUT with .errors.jsonl); lines whose tasks answered an error, whose "
+        "request failed after its retries, or whose answer was unexpected go there too, marked "
+        '"retry": re-running sends them again',
     )
     a.add_argument(
         "--engine",
@@ -179,28 +209,30 @@ def main(argv: list[str] | None = None) -> None:
         help="http: requests to a service (--url, or a temporary local graph); ray-data: the whole file "
         "through the models on Ray Data, no service (for big files; JSONL or Parquet in and out)",
     )
-    a.add_argument("--url", help="a running service; default: start a temporary local graph")
+    a.add_argument("--url", type=_url, help="a running service; default: start a temporary local graph")
     a.add_argument(
         "--address",
         help="ray-data: the Ray cluster to run on, as ray.init's address; default: RAY_ADDRESS, or a cluster "
         "started with `ray start` on this machine, else a new local Ray",
     )
     a.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
-    a.add_argument("--batch-size", type=int, default=16, help="texts per request")
-    a.add_argument("--concurrency", type=int, default=4, help="requests in flight")
+    a.add_argument("--batch-size", type=_at_least(1), default=16, help="texts per request")
+    a.add_argument("--concurrency", type=_at_least(1), default=4, help="requests in flight")
     a.add_argument(
         "--retries",
-        type=int,
+        type=_at_least(0),
         default=5,
-        help="retries per request after 429, 5xx, a connection error or a timeout, waiting the service's "
+        help="retries per request after 408, 429, 5xx, a connection error or a timeout, waiting the service's "
         "Retry-After or else 0.5, 1, 2, ... up to 10 s",
     )
     a.add_argument(
         "--timeout",
-        type=float,
-        default=120.0,
-        help="seconds per request; the service is asked (deadline_ms) to answer within 90%% of it, tasks "
-        "not done by then come back as errors and their lines are retried on the next run",
+        type=_seconds,
+        default=TIMEOUT_S,
+        help="seconds per request (default: %(default)s); the service is asked (deadline_ms) to answer within 90%% "
+        "of it, tasks not done by then come back as errors and their lines are retried on the next run. Keep it "
+        "under the service's http_options.request_timeout_s (60 s in config/*.yaml): past that Serve answers 408 "
+        "for the whole request, which is retried from the start",
     )
     a.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
@@ -212,16 +244,15 @@ def main(argv: list[str] | None = None) -> None:
         from nlpserve.on_ray import bulk  # Ray Data is imported only for this engine
 
         summary = bulk.run(args)
-    elif args.url:
-        summary = asyncio.run(analyze(args, args.url))
     else:
-        from nlpserve.on_ray import local
-
-        url = local.start()
         try:
-            summary = asyncio.run(analyze(args, url))
-        finally:
-            local.stop()
+            summary = _http(args)
+        except ServiceError as e:  # a refusal of the run, not of a line (see PER_LINE)
+            raise SystemExit(
+                f"nlpserve analyze: stopped, the service refuses the run: {e}\n"
+                "Check --url (and the service's allowed_hosts); nothing was recorded for the lines not done, "
+                "so the next run sends them."
+            ) from None
     print(
         f"{summary['ok']} analyzed, {summary['failed']} failed, {summary['retry']} to retry by re-running "
         f"(see {args.errors}), {summary['skipped']} already done",

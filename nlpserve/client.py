@@ -3,10 +3,11 @@
     with Client("http://127.0.0.1:8000") as nlp:
         nlp.analyze("Apple hired Tim Cook.", tasks=["ner"])["ner"]
 
-Both build their requests and read the answers with the same code and retry the same way: 429, 5xx,
-connection errors and timeouts up to ``retries`` times, after the service's ``Retry-After`` or else
-0.5, 1, 2, ... up to 10 s. Any other error answer raises ``ServiceError`` at once. Only httpx and
-tenacity are imported, so ``import nlpserve`` stays cheap.
+Both build their requests and read the answers with the same code and retry the same way: 408, 429,
+5xx, connection errors and timeouts up to ``retries`` times, after the service's ``Retry-After`` or
+else 0.5, 1, 2, ... up to 10 s. Any other error answer raises ``ServiceError`` at once, and a success
+whose body is not the answer the API describes raises ``UnexpectedAnswer``. Only httpx and tenacity are
+imported, so ``import nlpserve`` stays cheap.
 """
 
 from __future__ import annotations
@@ -35,8 +36,15 @@ class ServiceError(Exception):
 
     @property
     def retryable(self) -> bool:
-        """Whether sending the same request later may work: overload or a server-side failure."""
-        return self.status == 429 or self.status >= 500
+        """Whether sending the same request later may work: overload, a server-side failure, or 408 (Serve's
+        answer once its http_options.request_timeout_s has passed)."""
+        return self.status in (408, 429) or self.status >= 500
+
+
+class UnexpectedAnswer(Exception):
+    """A success status whose body is not the answer the API describes: not JSON (e.g. a proxy's page), a
+    field missing, or not one result per text. Not retried here: whatever answers like that at this URL
+    would likely answer the same at once; a caller may try again later."""
 
 
 def _retryable(error: BaseException) -> bool:
@@ -66,9 +74,12 @@ def _policy(retries: int) -> dict[str, Any]:
 
 
 def _read(response: httpx.Response) -> Any:
-    """The JSON answer, or ServiceError with the service's detail."""
+    """The JSON answer, or ServiceError with the service's detail (UnexpectedAnswer for a success not in JSON)."""
     if response.is_success:
-        return response.json()
+        try:
+            return response.json()
+        except ValueError:  # also a body that is not UTF-8
+            raise UnexpectedAnswer(f"HTTP {response.status_code}: not JSON: {response.text[:300]}") from None
     try:
         detail = response.json()["detail"]
     except (ValueError, KeyError, TypeError):  # not the service's JSON, e.g. a proxy's error page
@@ -79,16 +90,28 @@ def _read(response: httpx.Response) -> Any:
 
 @dataclass(frozen=True)
 class _Call:
-    """One API call: what to send, and which field of the answer to return (all of it when None)."""
+    """One API call: what to send, and which field of the answer to return (all of it when None): a JSON
+    object, or with ``count`` a list of that many objects (one answer per text of a batch)."""
 
     method: str
     path: str
     body: dict[str, Any] | None = None
     field: str | None = None
+    count: int | None = None
 
     def result(self, response: httpx.Response) -> Any:
-        answer = _read(response)
-        return answer if self.field is None else answer[self.field]
+        value = _read(response)
+        if self.field is not None:
+            value = value.get(self.field) if isinstance(value, dict) else None
+        if self.count is None:
+            ok = isinstance(value, dict)
+        else:
+            ok = isinstance(value, list) and len(value) == self.count and all(isinstance(x, dict) for x in value)
+        if not ok:
+            where = "the answer" if self.field is None else f'"{self.field}"'
+            expected = "an object" if self.count is None else f"a list of {self.count} objects"
+            raise UnexpectedAnswer(f"HTTP {response.status_code}: {where} is not {expected}: {response.text[:300]}")
+        return value
 
 
 def _list(name: str, values: Iterable[str]) -> list[str]:
@@ -113,7 +136,7 @@ def _analyze(text: str, tasks: Iterable[str] | None, deadline_ms: int | None) ->
 
 def _analyze_batch(texts: Iterable[str], tasks: Iterable[str] | None, deadline_ms: int | None) -> _Call:
     body = {"texts": _list("texts", texts), **_options(tasks, deadline_ms)}
-    return _Call("POST", "/analyze/batch", body, "results")
+    return _Call("POST", "/analyze/batch", body, "results", len(body["texts"]))
 
 
 _HEALTH = _Call("GET", "/healthz")

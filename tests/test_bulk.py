@@ -2,6 +2,7 @@
 reported by number, resume, Parquet in and out. Each run is the real CLI in a subprocess on its own new
 local Ray (``--address local``), so it never meets the Ray of the other Serve tests."""
 
+import codecs
 import json
 import subprocess
 import sys
@@ -9,7 +10,9 @@ import sys
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from test_cli import FakeService
 
+from nlpserve.cli import main
 from nlpserve.resources import DATA_DIR
 
 pytestmark = pytest.mark.serve
@@ -30,9 +33,15 @@ BAD = {
     16: (b'{"id": 7}', 'expected a JSON string or an object with a string "text"'),
     17: (b'{"text": "   "}', "text is empty"),
     18: (b'{"text": 5}', 'expected a JSON string or an object with a string "text"'),
+    # Valid JSON, but half a character that no Arrow string holds: it used to end the run in pa.array.
+    21: (b'{"id": "s", "text": "Paris \\ud800 x"}', "text has a lone surrogate \\ud800 at character 6"),
+    22: (b'{"id": "\\udc80", "text": "fine"}', "id has a lone surrogate \\udc80"),  # a Parquet id would end it
+    23: (b"", "blank line"),
+    24: (b'"raw \x00 nul"', "not JSON: Invalid control character"),
 }
-# Lines 1-12: TEXTS with ids (line 9 a bare string: its id is its line number); 13: a seeded output line;
-# 19: recorded as a final error before the run; 20: recorded "retry" before the run; 14-18: BAD.
+# Lines 1-12: TEXTS with ids (line 9 a bare string: its id is its line number), line 1 after the file's UTF-8
+# BOM; 13: a seeded output line; 19: recorded as a final error before the run; 20: recorded "retry" before the
+# run; 14-18 and 21-24: BAD.
 SEEDED = {"line": 13, "id": "seeded", "ner": [], "sentiment": {"label": "neutral", "score": 1.0}}
 FINAL = {"line": 19, "error": "refused earlier", "retry": False}
 
@@ -40,8 +49,9 @@ FINAL = {"line": 19, "error": "refused earlier", "retry": False}
 def input_lines() -> list[bytes]:
     lines = [json.dumps(t if i == 8 else {"id": f"t{i}", "text": t}).encode() for i, t in enumerate(TEXTS)]
     lines.append(json.dumps({"id": "s", "text": TEXTS[0]}).encode())
-    lines += [BAD[n][0] for n in sorted(BAD)]
+    lines += [BAD[n][0] for n in range(14, 19)]
     lines += [json.dumps({"id": "f", "text": TEXTS[1]}).encode(), json.dumps({"id": "r", "text": TEXTS[2]}).encode()]
+    lines += [BAD[n][0] for n in sorted(BAD) if n > 20]
     return lines
 
 
@@ -83,7 +93,7 @@ def run(tmp_path_factory):
     and line 20 (to retry). Returns the paths and the files' bytes after the run."""
     tmp = tmp_path_factory.mktemp("bulk")
     src, out, errors = tmp / "in.jsonl", tmp / "out.jsonl", tmp / "out.errors.jsonl"
-    src.write_bytes(b"".join(x + b"\n" for x in input_lines()))
+    src.write_bytes(codecs.BOM_UTF8 + b"".join(x + b"\n" for x in input_lines()))  # a BOM, as from Notepad
     out.write_text(json.dumps(SEEDED) + "\n")
     errors.write_text(json.dumps(FINAL) + "\n" + json.dumps({"line": 20, "error": "timed out", "retry": True}) + "\n")
     analyze(src, out)
@@ -119,6 +129,15 @@ def test_bad_lines_are_reported_with_their_numbers_and_nothing_is_dropped(run):
         assert failed[number]["error"].startswith(why) and failed[number]["retry"] is False
     lines = len(src.read_bytes().splitlines())
     assert sorted([*records(out), *failed]) == list(range(1, lines + 1))  # each line once, in one of them
+
+
+def test_the_http_engine_reports_the_same_bad_lines(run, tmp_path):
+    src, _, errors = run
+    with FakeService() as service:
+        main(["analyze", str(src), "-o", str(tmp_path / "out.jsonl"), "--url", service.url, "--quiet"])
+    http, failed = records(tmp_path / "out.errors.jsonl"), records(errors)
+    assert http.keys() == BAD.keys()
+    assert http == {n: failed[n] for n in BAD}  # same reasons, same records
 
 
 def test_a_rerun_skips_what_is_done_and_writes_nothing_new(run):

@@ -10,6 +10,7 @@ import pytest
 from test_cli import FakeService, all_ok, answer
 
 from nlpserve import AsyncClient, Client, ServiceError
+from nlpserve.client import UnexpectedAnswer
 from nlpserve.schemas import TASKS
 
 ALL = list(TASKS)
@@ -84,7 +85,7 @@ def test_a_503_is_retried_after_its_retry_after(service):
     assert second - first >= 0.95  # the service's 1 s, not the first backoff step (0.5 s)
 
 
-@pytest.mark.parametrize("status", [429, 500, 503])
+@pytest.mark.parametrize("status", [408, 429, 500, 503])  # 408: Serve's request_timeout_s passed
 def test_retries_are_bounded_and_then_the_error_is_raised(service, status):
     service.respond = lambda path, body: (status, {"Retry-After": "0"}, {"detail": "try later"})
     with Client(service.url, retries=2) as nlp, pytest.raises(ServiceError) as raised:
@@ -110,6 +111,30 @@ def test_a_refused_request_raises_the_service_detail_without_retrying(service, s
     assert str(raised.value) == f"HTTP {status}: {detail}"
     assert not raised.value.retryable
     assert len(service.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "body, why",
+    [
+        (b"<html>Welcome to the proxy</html>", "HTTP 200: not JSON: <html>Welcome to the proxy</html>"),
+        (b"\xff\xfe", "HTTP 200: not JSON: "),
+        (b'{"detail": "no results"}', '"results" is not a list of 2 objects'),
+        (b'{"results": [{}]}', '"results" is not a list of 2 objects'),
+        (b'{"results": [{}, "two"]}', '"results" is not a list of 2 objects'),
+        (b"[{}, {}]", '"results" is not a list of 2 objects'),
+    ],
+)
+def test_an_unexpected_batch_answer_raises_without_retrying(service, body, why):
+    service.respond = lambda path, request: (200, {}, body)
+    with Client(service.url) as nlp, pytest.raises(UnexpectedAnswer, match=why):
+        nlp.analyze_batch(["one", "two"])
+    assert len(service.requests) == 1
+
+
+def test_an_answer_that_is_not_an_object_raises(service):
+    service.respond = lambda path, request: (200, {}, [])
+    with Client(service.url) as nlp, pytest.raises(UnexpectedAnswer, match="the answer is not an object"):
+        nlp.analyze("one")
 
 
 def test_a_timeout_is_retried_and_then_raised(service):

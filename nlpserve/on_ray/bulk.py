@@ -1,7 +1,7 @@
 """`nlpserve analyze --engine ray-data`: a whole file through the task models on Ray Data, no service.
 
 The driver reads the input (JSONL, or Parquet with a "text" and optionally an "id" column), checks each
-line as the HTTP CLI does (``cli.parse``) and skips the lines a previous run finished (``cli.done_lines``).
+line as the HTTP CLI does (``jsonl.parse``) and skips the lines a previous run finished (``jsonl.done_lines``).
 The good lines go through one ``map_batches`` stage per compute unit, each a fixed pool of actors:
 
     tokenize ─► NER ─► encode (the shared MiniLM) ─► heads (sentiment and summary read its vectors)
@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import ray
 
-from nlpserve.cli import Line, done_lines, parse
+from nlpserve.jsonl import Line, done_lines, error_record, numbered, read
 from nlpserve.schemas import (
     TASKS,
     EncoderSettings,
@@ -232,10 +232,9 @@ def pipeline(lines: list[Line], tasks: list[str]) -> ray.data.Dataset:
 
 def _raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
     """(number, bytes) of each line of a JSONL file; of a Parquet file, each row's "id" and "text" as a
-    JSON object, numbered from 1, so both go through ``cli.parse``."""
+    JSON object, numbered from 1, so both go through ``jsonl.parse``."""
     if path.suffix != ".parquet":
-        with open(path, "rb") as f:  # decoded line by line, so a bad byte fails only its line
-            yield from enumerate(f, start=1)
+        yield from numbered(path)
         return
     file = pq.ParquetFile(path)
     names = file.schema_arrow.names
@@ -251,17 +250,13 @@ def _raw_lines(path: Path) -> Iterator[tuple[int, bytes]]:
 def read_input(path: Path, done: set[int], max_chars: int) -> tuple[list[Line], list[tuple[int, str]]]:
     """The lines to analyze, and the bad ones as (number, why); lines in ``done`` are skipped. A text over
     ``max_chars`` is bad, as the service refuses it."""
-    lines, bad = [], []
-    for number, raw in _raw_lines(path):
-        if number in done:
-            continue
-        parsed = parse(number, raw)
-        if isinstance(parsed, Line) and len(parsed.text) > max_chars:
-            parsed = f"text is {len(parsed.text)} characters; the limit is {max_chars} (max_text_chars)"
-        if isinstance(parsed, str):
-            bad.append((number, parsed))
-        else:
-            lines.append(parsed)
+    good, bad = read(_raw_lines(path), done)
+    lines = [x for x in good if len(x.text) <= max_chars]
+    bad += [
+        (x.number, f"text is {len(x.text)} characters; the limit is {max_chars} (max_text_chars)")
+        for x in good
+        if len(x.text) > max_chars
+    ]
     return lines, bad
 
 
@@ -381,7 +376,7 @@ def run(args: argparse.Namespace) -> dict:
     done = _written(args.output) | done_lines(args.errors)
     lines, bad = read_input(args.input, done, IngressSettings().max_text_chars)
     with open(args.errors, "a") as errors:
-        errors.write("".join(json.dumps({"line": n, "error": why, "retry": False}) + "\n" for n, why in bad))
+        errors.write("".join(error_record(n, why) for n, why in bad))
     ok = 0
     if lines:
         out = _parquet(args.output, tasks) if args.output.suffix == ".parquet" else _jsonl(args.output)
