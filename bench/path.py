@@ -35,6 +35,7 @@ VARIANTS: dict[str, tuple[dict[str, str], dict[str, dict]]] = {
     # name: (environment, {deployment: user_config overrides, or "runtime_env": the app's env_vars})
     "default": (HAPROXY, {}),
     "no-haproxy": ({}, {}),
+    "each stage on its own": (HAPROXY, {"Ingress": {"together_s": 0}}),
     "2 calls in flight": (HAPROXY, {"Ingress": {"max_calls_in_flight": 2}}),
     "4 calls in flight": (HAPROXY, {"Ingress": {"max_calls_in_flight": 4}}),
     "workers at nice 0": ({**HAPROXY, "RAY_worker_niceness": "0"}, {}),

@@ -259,6 +259,7 @@ class Ingress:
             s.task_timeouts_s,
             s.max_calls_in_flight,
             s.max_batch_size,
+            s.together_s,
             s.max_text_tokens,
             s.max_request_tokens,
         )

@@ -15,11 +15,12 @@ rows with a TaskError and leaves the other tasks alone; a call nobody waits for 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from nlpserve import tracing
 from nlpserve.errors import EncoderMismatch, TokenizerMismatch, describe
@@ -29,6 +30,8 @@ from nlpserve.schemas import ErrorCode, task_error
 # reference the rows to answer and, for a head, a one-element list holding the reference to its
 # encoder's answer (one EncodedBatch per reference); it returns a Reply.
 TaskCall = Callable[..., Awaitable["Reply"]]
+
+T = TypeVar("T")
 
 # A task whose model was swapped: the caller regroups before its next batch.
 MISMATCHES = (TokenizerMismatch, EncoderMismatch)
@@ -50,6 +53,13 @@ EncodeCall = Callable[[list, list[list[int]]], Awaitable[Encoding]]
 
 def ms(seconds: float) -> float:
     return round(seconds * 1000, 3)
+
+
+def detached(work: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
+    """A task for work shared by many requests (a call for several batches, a round of questions), in an
+    empty context: Serve cancels the handle calls made in a request's context when that request is
+    cancelled (its client went away), and this work must not go with it."""
+    return asyncio.get_running_loop().create_task(work, context=contextvars.Context())
 
 
 @dataclass(frozen=True)
@@ -88,12 +98,15 @@ class Part:
     """One batch's share of a stage call: its stored tokens, its rows, and the future the batch awaits.
     An encoder's part has no future of its own: the parts of its ``heads`` wait for their answers."""
 
+    stage: str
     ref: Any
     rows: list[int]
     future: asyncio.Future | None
     queued: float = field(default_factory=time.perf_counter)
     spans: list = field(default_factory=list)  # per traced request of these rows, its span (tracing)
     heads: dict[str, Part] = field(default_factory=dict)
+    siblings: list[Part] = field(default_factory=list)  # the same batch's parts at the other stages
+    taken: bool = False  # its stage has taken it into a call
     sent: float = 0.0  # perf_counter when its call was sent
     sent_wall: float = 0.0  # the same moment, time.time(), against the replica's clock
 
@@ -106,6 +119,7 @@ class Part:
 class Stage:
     queue: list[Part] = field(default_factory=list)
     in_flight: int = 0
+    timer: asyncio.TimerHandle | None = None  # a pump when the oldest part stops waiting for its siblings
 
 
 class Dispatcher:
@@ -122,6 +136,7 @@ class Dispatcher:
         timeout_s: float = 30.0,
         max_in_flight: int = 1,
         max_texts: int = 32,
+        together_s: float = 0.25,
         on_call: Callable[[str, dict, str | None], None] = lambda task, timing, code: None,
         on_send: Callable[[str, int], None] = lambda name, texts: None,
         on_mismatch: Callable[[], None] = lambda: None,
@@ -133,6 +148,7 @@ class Dispatcher:
         self.timeouts_s: dict[str, float] = {}  # per task, over timeout_s
         self.max_in_flight = max_in_flight
         self.max_texts = max_texts
+        self.together_s = together_s
         self.on_call = on_call
         self.on_send = on_send
         self.on_mismatch = on_mismatch
@@ -144,22 +160,30 @@ class Dispatcher:
     def in_flight(self, stage: str) -> int:
         return self.stages[stage].in_flight
 
-    def task(self, task: str, ref: Any, rows: list[int], spans: list) -> asyncio.Task[Outcome]:
-        """The task's answers for ``rows`` of the stored batch ``ref``, from its next call."""
-        part = Part(ref, rows, asyncio.get_running_loop().create_future(), spans=spans)
-        self._enqueue(task, part)
-        return asyncio.ensure_future(self._wait(task, part))
+    def task(self, task: str, ref: Any, rows: list[int], spans: list) -> tuple[Part, asyncio.Task[Outcome]]:
+        """The task's answers for ``rows`` of the stored batch ``ref``, from its next call once the part
+        is queued (``queue``)."""
+        part = Part(task, ref, rows, asyncio.get_running_loop().create_future(), spans=spans)
+        return part, asyncio.ensure_future(self._wait(task, part))
 
     def heads(
         self, encoder: str, ref: Any, rows: dict[str, list[int]], spans: dict[str, list], batch_spans: list
-    ) -> dict[str, asyncio.Task[Outcome]]:
+    ) -> tuple[Part, dict[str, asyncio.Task[Outcome]]]:
         """Per head of ``encoder``, its answers for its ``rows`` of the stored batch ``ref``: the
         encoder's next call encodes the rows any of them needs, and carries each head's call along."""
         loop = asyncio.get_running_loop()
-        parts = {head: Part(ref, r, loop.create_future(), spans=spans[head]) for head, r in rows.items()}
+        parts = {head: Part(head, ref, r, loop.create_future(), spans=spans[head]) for head, r in rows.items()}
         union = sorted({i for r in rows.values() for i in r})
-        self._enqueue(encoder, Part(ref, union, None, spans=batch_spans, heads=parts))
-        return {head: asyncio.ensure_future(self._wait(head, part)) for head, part in parts.items()}
+        calls = {head: asyncio.ensure_future(self._wait(head, part)) for head, part in parts.items()}
+        return Part(encoder, ref, union, None, spans=batch_spans, heads=parts), calls
+
+    def queue(self, parts: list[Part]) -> None:
+        """One batch's parts, to their stages: they go out together (see ``_ready``)."""
+        for part in parts:
+            part.siblings = [p for p in parts if p is not part]
+            self.stages[part.stage].queue.append(part)
+        for part in parts:
+            self._pump(part.stage)
 
     def failed(self, task: str, error: dict, rows: list[int], start: float) -> Outcome:
         timing = {"call_ms": ms(time.perf_counter() - start)}
@@ -195,21 +219,45 @@ class Dispatcher:
             return Outcome(answers, timing, reply.model)
         return self.failed(task, error, part.rows, part.queued)
 
-    def _enqueue(self, stage: str, part: Part) -> None:
-        self.stages[stage].queue.append(part)
-        self._pump(stage)
+    def _ready(self, part: Part, now: float) -> bool:
+        """A batch's parts go to their stages together, so NER and the Encoder take the same batches: a
+        part waits while a sibling's stage is busy, for at most ``together_s`` (a stuck stage holds up
+        the others no longer than that)."""
+        if now - part.queued >= self.together_s:
+            return True
+        return all(s.taken or not s.wanted() or self._free(s.stage) for s in part.siblings)
+
+    def _free(self, stage: str) -> bool:
+        return self.stages[stage].in_flight < self.max_in_flight
 
     def _pump(self, name: str) -> None:
-        """While the stage has a free slot, send what waits for it: as much as one call may take."""
+        """While the stage has a free slot, send what waits for it and is ready: as much as one call may take."""
         stage = self.stages[name]
         stage.queue = [p for p in stage.queue if p.wanted()]  # the others' batches gave up
-        while stage.queue and stage.in_flight < self.max_in_flight:
+        now = time.perf_counter()
+        while stage.queue and self._free(name):
+            ready = [p for p in stage.queue if self._ready(p, now)]
+            if not ready:
+                break
             parts, texts = [], 0
-            while stage.queue and (not parts or texts + len(stage.queue[0].rows) <= self.max_texts):
-                parts.append(stage.queue.pop(0))
-                texts += len(parts[-1].rows)
+            for p in ready:
+                if parts and texts + len(p.rows) > self.max_texts:
+                    break
+                parts.append(p)
+                texts += len(p.rows)
+            for p in parts:
+                stage.queue.remove(p)
+                p.taken = True
             stage.in_flight += 1
-            asyncio.ensure_future(self._send(name, parts))
+            detached(self._send(name, parts))  # for several batches: no one request's cancel stops it
+            for other in {s.stage for p in parts for s in p.siblings if not s.taken}:
+                self._pump(other)  # its part of these batches may be ready now
+        if stage.timer is not None:
+            stage.timer.cancel()
+            stage.timer = None
+        if stage.queue and self._free(name):  # parts waiting for their siblings: look again when the first may go
+            wait = min(p.queued for p in stage.queue) + self.together_s - now
+            stage.timer = asyncio.get_running_loop().call_later(max(wait, 0.0), self._pump, name)
 
     async def _send(self, name: str, parts: list[Part]) -> None:
         try:

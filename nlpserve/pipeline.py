@@ -15,7 +15,7 @@ import numpy as np
 
 from nlpserve import tracing
 from nlpserve.answer import Answer
-from nlpserve.dispatch import Dispatcher, EncodeCall, Outcome, TaskCall, ms
+from nlpserve.dispatch import Dispatcher, EncodeCall, Outcome, TaskCall, detached, ms
 from nlpserve.errors import describe
 from nlpserve.schemas import ErrorCode, task_error
 from nlpserve.tokens import Tokenizer, TokenizerSpec
@@ -115,19 +115,28 @@ class Pipeline:
         self.max_request_tokens = max_request_tokens
         self.stats: Counter[str] = Counter()
         self.dispatch = Dispatcher(
-            tasks, self.encoders, self.stats, timeout_s, max_in_flight, max_texts, on_call, on_send, self._regroup
+            tasks,
+            self.encoders,
+            self.stats,
+            timeout_s,
+            max_in_flight,
+            max_texts,
+            on_call=on_call,
+            on_send=on_send,
+            on_mismatch=self._regroup,
         )
         self.groups: dict[str, Group] = {}
         self.encoder_of: dict[str, str] = {}  # head task -> the encoder whose vectors it reads
         self.unknown: dict[str, str] = {}  # task -> why its tokenizer or encoder is not known
         self.known: dict[str, Inputs] = {}  # the last answer of every task and encoder that gave one
         self.stale = True
+        self.regroup = False  # a task's model changed: the next batch waits for new groups
         self.refreshing: asyncio.Future | None = None
         self.wanted: Counter[asyncio.Future] = Counter()  # per task call, the items still waiting for it
 
     def _regroup(self) -> None:
         """A task's model changed (it refused tokens or vectors): ask again before the next batch."""
-        self.stale = True
+        self.stale = self.regroup = True
 
     def limit(
         self,
@@ -135,12 +144,14 @@ class Pipeline:
         timeouts_s: dict[str, float],
         max_in_flight: int,
         max_texts: int,
+        together_s: float,
         max_text_tokens: int | None,
         max_request_tokens: int | None,
     ) -> None:
         """New limits, for the batches and task calls that start from now on."""
         self.dispatch.timeout_s, self.dispatch.timeouts_s = timeout_s, timeouts_s
         self.dispatch.max_in_flight, self.dispatch.max_texts = max_in_flight, max_texts
+        self.dispatch.together_s = together_s
         self.max_text_tokens, self.max_request_tokens = max_text_tokens, max_request_tokens
 
     def set_cache(self, cache: Callable[[], MutableMapping | None]) -> None:
@@ -152,6 +163,7 @@ class Pipeline:
     async def refresh(self) -> None:
         """Ask the tasks and encoders what they read and regroup; a known tokenizer keeps its cache.
         One that cannot answer now keeps its last known answer (it may be busy), and is asked again."""
+        self.regroup = False  # a mismatch from now on asks again
         answers = await self.inputs()
         failed = {name for name, a in answers.items() if isinstance(a, BaseException)}
         self.known.update((name, a) for name, a in answers.items() if name not in failed)
@@ -180,13 +192,12 @@ class Pipeline:
         self.stats["refreshes"] += 1
 
     async def _current(self) -> None:
-        """Groups to tokenize with: the first time, wait for the tasks' answers; later, use the last
-        known groups and refresh stale ones in the background, so a task that cannot answer never
-        holds up the batches of the others."""
-        if not self.stats["refreshes"]:
-            if self.refreshing is None:
-                self.refreshing = asyncio.ensure_future(self.refresh())
-            await asyncio.shield(self.refreshing)
+        """Groups to tokenize with. The first time, and after a task said its model no longer reads what
+        it was sent, the batch waits for a round of answers; otherwise it uses the last known groups
+        and stale ones are refreshed in the background, so a task that cannot answer never holds up the
+        batches of the others."""
+        if not self.stats["refreshes"] or self.regroup:
+            await asyncio.shield(self._round())
         elif self.stale:
             self._round()
 
@@ -194,7 +205,7 @@ class Pipeline:
         """The round of inputs() in flight, or a new one: callers share it, so rounds never stack
         behind a task that does not answer."""
         if self.refreshing is None or self.refreshing.done():
-            self.refreshing = asyncio.ensure_future(self.refresh())
+            self.refreshing = detached(self.refresh())
         return self.refreshing
 
     async def fresh(self) -> None:
@@ -291,6 +302,7 @@ class Pipeline:
     ) -> dict[str, asyncio.Future[Outcome]]:
         """Per task, its answers for its rows: queued at its stage, a head at its encoder's."""
         calls: dict[str, asyncio.Future[Outcome]] = {}
+        parts = []
         heads: dict[str, dict[str, list[int]]] = {}  # encoder -> its heads' rows
         for task, r in rows.items():
             if task not in refs:  # the task is in no tokenizer group
@@ -298,11 +310,16 @@ class Pipeline:
             elif task in self.encoder_of:
                 heads.setdefault(self.encoder_of[task], {})[task] = r
             else:
-                calls[task] = self.dispatch.task(task, refs[task], r, spans[task])
+                part, calls[task] = self.dispatch.task(task, refs[task], r, spans[task])
+                parts.append(part)
         for encoder, head_rows in heads.items():
             ref = refs[next(iter(head_rows))]  # an encoder's heads read one tokenizer: its own
             batch_spans = [batch_of[i] for i in sorted({i for r in head_rows.values() for i in r})]
-            calls.update(self.dispatch.heads(encoder, ref, head_rows, {t: spans[t] for t in head_rows}, batch_spans))
+            mine = {t: spans[t] for t in head_rows}
+            part, head_calls = self.dispatch.heads(encoder, ref, head_rows, mine, batch_spans)
+            parts.append(part)
+            calls.update(head_calls)
+        self.dispatch.queue(parts)
         return calls
 
     def _over_limits(self, items: Sequence[Item], tokens: list[int]) -> dict[int, str]:

@@ -214,6 +214,12 @@ class IngressSettings(_Settings):
     batch_wait_timeout_s: float = Field(
         0.0, ge=0, description="Added wait for a batch to fill; none by default: batches grow while the graph is busy."
     )
+    together_s: float = Field(
+        0.25,
+        ge=0,
+        description="A batch goes to its deployments together, so NER and the Encoder take the same batches: one "
+        "that is free waits up to this long for the others to be free too; 0: each takes work as soon as it can.",
+    )
     task_timeout_s: float = Field(30.0, gt=0)
     task_timeouts_s: dict[Task, float] = Field({}, description="Per-task timeouts over task_timeout_s.")
     max_calls_in_flight: int = Field(

@@ -2,6 +2,7 @@
 
 import asyncio
 import time
+from dataclasses import replace
 
 import pytest
 
@@ -178,22 +179,28 @@ def test_a_cased_and_an_uncased_tokenizer_of_one_vocabulary_are_two_groups(tiny_
     assert len(cased.ids) == len(uncased.ids) and list(cased.ids) != list(uncased.ids)
 
 
-def test_a_task_whose_tokenizer_changed_makes_the_pipeline_regroup():
-    store, asked = Store(), []
+def test_after_a_mismatch_the_next_batch_is_tokenized_for_the_new_model():
+    """A swapped model refuses the tokens of its old tokenizer; the batch after that waits for the new
+    groups, so it is already tokenized for the new model (not only asked again in the background)."""
+    store, specs, seen = Store(), [default_spec()], []
 
-    async def specs():
-        asked.append(1)
-        return {"ner": Inputs(default_spec())}
+    async def inputs():
+        return {"ner": Inputs(specs[-1])}
 
-    async def swapped(refs, rows):
-        raise TokenizerMismatch("tokens from tokenizer a, model needs b")
+    async def ner(refs, rows, encoded=None):
+        fingerprint = store.get(refs[0]).fingerprint
+        seen.append(fingerprint)
+        if fingerprint != specs[-1].fingerprint:
+            raise TokenizerMismatch(f"tokens from tokenizer {fingerprint}, model needs {specs[-1].fingerprint}")
+        return reply(["ner"] * sum(map(len, rows)))
 
-    pipe = Pipeline(specs, {"ner": swapped}, put=store)
-    out = asyncio.run(pipe.run([Item("x", ("ner",))]))
-    assert out[0]["ner"]["error"].startswith("ner failed: TokenizerMismatch")
-    assert pipe.stale
-    asyncio.run(pipe.run([Item("y", ("ner",))]))
-    assert len(asked) == 2  # asked again before the next batch
+    pipe = Pipeline(inputs, {"ner": ner}, put=store)
+    assert asyncio.run(pipe.run([Item("x", ("ner",))]))[0]["ner"] == "ner"
+    specs.append(replace(default_spec(), name="swapped", fingerprint="f" * 16))  # the model is swapped
+    (refused,) = asyncio.run(pipe.run([Item("y", ("ner",))]))
+    assert refused["ner"]["error"].startswith("ner failed: TokenizerMismatch")
+    (after,) = asyncio.run(pipe.run([Item("z", ("ner",))]))
+    assert after["ner"] == "ner" and seen == [default_spec().fingerprint] * 2 + ["f" * 16]
 
 
 def _slow(seconds: float):
@@ -362,6 +369,58 @@ def test_a_busy_graph_sends_what_waited_as_one_call_per_deployment_and_an_idle_o
     assert pipe.stats["sends.encoder"] == 3 and pipe.stats["texts.encoder"] == 6
     timing = answers[1]["timings"]["tasks"]["sentiment"]
     assert timing["texts"] == 4 and timing["wait_ms"] > 0 and timing["call_ms"] >= timing["wait_ms"]
+
+
+def test_ner_waits_for_the_encoder_to_take_the_same_batches_but_never_long():
+    """A batch goes to its deployments together: NER, free again, waits while the Encoder is busy, and then
+    both take everything that waited, so their calls are as big; a stuck Encoder holds NER up only
+    ``together_s``."""
+    store, sent = Store(), []
+    release = asyncio.Event()
+
+    async def encode(refs, rows):
+        sent.append(("encoder", rows))
+        return Encoding(rows, 0.0)
+
+    async def head(refs, rows, encoded):
+        await encoded[0]
+        await release.wait()
+        return reply(["head"] * sum(map(len, rows)))
+
+    async def ner(refs, rows, encoded=None):
+        sent.append(("ner", rows))
+        return reply(["ner"] * sum(map(len, rows)))
+
+    tasks = ("ner", "sentiment")
+    pipe = graph(store, {"ner": ner, "sentiment": head, "summary": head}, encode)
+    pipe.dispatch.together_s = 0.3
+
+    async def go():
+        first = await pipe.start([Item("a", tasks)])
+        await asyncio.sleep(0.05)  # NER answered "a"; the Encoder's call waits for its head
+        later = [await pipe.start([Item(t, tasks)]) for t in "bcd"]
+        await asyncio.sleep(0.1)
+        held = [name for name, _ in sent]  # NER is free but waits for the Encoder to take b, c, d too
+        release.set()
+        answers = [(await pipe.finish(p)).json() for b in (first, *later) for p in b]
+        release.clear()
+        start = time.perf_counter()
+        stuck = await pipe.start([Item("e", tasks)])  # the Encoder holds its slot (release is not set) ...
+        await asyncio.sleep(0.05)
+        blocked = await pipe.start([Item("f", tasks)])
+        ner_call, k = blocked[0].calls["ner"]
+        f_ner = (await ner_call).answers[k]  # ... and NER goes on after together_s, without it
+        waited = time.perf_counter() - start
+        release.set()
+        await asyncio.gather(*(pipe.finish(p) for p in (*stuck, *blocked)))
+        return held, answers, f_ner, waited
+
+    held, answers, f_ner, waited = asyncio.run(go())
+    assert held == ["ner", "encoder"]
+    assert all(a["ner"] == "ner" and a["sentiment"] == "head" for a in answers)
+    assert [rows for name, rows in sent if name == "ner"][:2] == [[[0]], [[0], [0], [0]]]
+    assert [rows for name, rows in sent if name == "encoder"][:2] == [[[0]], [[0], [0], [0]]]
+    assert f_ner == "ner" and 0.3 <= waited < 1.0
 
 
 def test_a_batch_that_gave_up_never_fails_the_batches_it_shared_a_call_with():
