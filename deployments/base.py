@@ -28,7 +28,8 @@ class TaskReplica(Configured):
 
     The model is built by the registry (nlpserve.models) from the ``user_config`` (``backend``,
     ``model``, ...) in ``reconfigure``, which Serve calls before the replica takes requests; a
-    changed model reference loads the new model in place, other settings reconfigure it."""
+    changed model reference loads the new model in place, other settings reconfigure it (after the
+    model call running, see Configured)."""
 
     task: Task
 
@@ -64,42 +65,19 @@ class TaskReplica(Configured):
             if not isinstance(ref, ray.ObjectRef):
                 raise TypeError(f"expected ObjectRefs, got {type(ref).__name__}")
         used = [i for i, r in enumerate(rows) if r]
-        batches = await asyncio.gather(*(refs[i] for i in used))
+        batch, flat = TokenBatch.join(await asyncio.gather(*(refs[i] for i in used)), [rows[i] for i in used])
         got = time.perf_counter()
-        for batch in batches:
-            if batch.fingerprint != self.model.spec.fingerprint:
-                raise TokenizerMismatch(
-                    f"tokens from tokenizer {batch.fingerprint}, {self.model_info['name']} needs "
-                    f"{self.model.spec.fingerprint}"
-                )
-        batch, flat = TokenBatch.join(batches, [rows[i] for i in used])
-        args: tuple = (batch, flat)
         vectors: list[EncodedBatch] = []
-        if self.model.encoder is not None:
-            if not encoded:
-                raise EncoderMismatch(f"{self.model_info['name']} reads encoder {self.model.encoder}, got none")
+        if encoded:
             answer = await encoded[0]  # the encoder's pass: here once it is done
             vectors = [answer[i] for i in used]
-            if any(e.key != self.model.encoder for e in vectors):
-                have = sorted({e.key for e in vectors})
-                raise EncoderMismatch(f"{self.model_info['name']} reads encoder {self.model.encoder}, got {have}")
-            args += ([e.row(r) for e, i in zip(vectors, used) for r in rows[i]],)
         self.counts.update(calls=1, object_refs=len(used), rows=len(flat))
-        # The model and settings that make these answers: a reconfigure during the call changes neither.
-        model, info = self.model, self.model_info
-        stop = threading.Event()
-        async with self.lock:
+        async with self.lock:  # a reconfigure waits for it: one model and one set of settings per call
+            model, info = self.model, self.model_info
+            self._check(model, info["name"], batch, vectors)
+            row_vectors = [e.row(r) for e, i in zip(vectors, used) for r in rows[i]]
             began = time.perf_counter()  # the model's time, not the wait for the one before it
-            # Off the loop, so health checks answer meanwhile.
-            work = asyncio.ensure_future(asyncio.to_thread(model, *args, stop=stop))
-            try:
-                results = await asyncio.shield(work)
-            except asyncio.CancelledError:  # Serve cancelled the call: its caller gave up
-                stop.set()  # the model ends at its next chunk (errors.check) ...
-                await asyncio.wait({work})  # ... and the lock stays held until it has
-                work.exception()  # Cancelled, or whatever else ended it: seen, never logged as lost
-                self.counts["cancelled"] += 1
-                raise
+            results = await self._run(model, batch, flat, row_vectors)
         done = time.perf_counter()
         attributes = {"nlpserve.model": info["name"], "nlpserve.texts": len(flat)}
         span = tracing.recording(serve.get_trace_context())  # Serve's span of this call, if traced
@@ -117,6 +95,30 @@ class TaskReplica(Configured):
             encode_ms=vectors[0].compute_ms if vectors else None,
             encode_texts=vectors[0].texts if vectors else None,
         )
+
+    @staticmethod
+    def _check(model: TaskModel, name: str, batch: TokenBatch, vectors: list[EncodedBatch]) -> None:
+        """The tokens (and, for a head, the vectors) were made for ``model``: else its model was swapped."""
+        if batch.fingerprint != model.spec.fingerprint:
+            raise TokenizerMismatch(f"tokens from tokenizer {batch.fingerprint}, {name} needs {model.spec.fingerprint}")
+        if model.encoder is not None and (not vectors or any(e.key != model.encoder for e in vectors)):
+            have = sorted({e.key for e in vectors})
+            raise EncoderMismatch(f"{name} reads encoder {model.encoder}, got {have or 'none'}")
+
+    async def _run(self, model: TaskModel, batch: TokenBatch, rows: list[int], vectors: list) -> list:
+        """The model on ``rows``, off the loop (health checks answer meanwhile); a cancelled call stops it
+        at its next chunk and returns once it has."""
+        stop = threading.Event()
+        args = (batch, rows, vectors) if model.encoder is not None else (batch, rows)
+        work = asyncio.ensure_future(asyncio.to_thread(model, *args, stop=stop))
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:  # Serve cancelled the call: its caller gave up
+            stop.set()  # the model ends at its next chunk (errors.check) ...
+            await asyncio.wait({work})  # ... and the lock stays held until it has
+            work.exception()  # Cancelled, or whatever else ended it: seen, never logged as lost
+            self.counts["cancelled"] += 1
+            raise
 
     def inputs(self) -> Inputs:
         """What this replica's model reads: the ingress groups tasks by tokenizer and encoder."""

@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from nlpserve.errors import describe
 
 
 class Configured:
     """A replica configured by Serve's ``user_config`` (``_configure``) whose health check fails while
     its last reconfigure has failed, so Serve replaces it. One bound without a user_config (Serve then
-    never calls ``reconfigure``) configures itself with the defaults on its first call (``_ready``)."""
+    never calls ``reconfigure``) configures itself with the defaults on its first call (``_ready``).
+    A reconfigure waits for the model call running (``lock``, held around every model call), and the
+    next call waits for it: a call's answers are made, and labelled, by one model with one set of
+    settings."""
 
     model: object | None = None
     failure: str | None = None  # why the last reconfigure failed, until one succeeds
+    lock: asyncio.Lock  # held around each model call and each reconfigure
 
     def _configure(self, config: dict) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def reconfigure(self, config: dict) -> None:
+    async def reconfigure(self, config: dict) -> None:
+        async with self.lock:  # never under a running model call
+            await asyncio.to_thread(self.apply, config)  # a model load: off the loop, health checks go on
+
+    def apply(self, config: dict) -> None:
+        """Configure now; a failure is kept for the health check."""
         try:
             self._configure(config)
         except Exception as e:
@@ -26,7 +37,7 @@ class Configured:
 
     def _ready(self) -> None:
         if self.model is None:
-            self.reconfigure({})
+            self.apply({})
 
     def check_health(self) -> None:
         """Serve's periodic check; cheap, no model call."""

@@ -35,6 +35,7 @@ class AllSet:
 @serve.deployment(name="Encoder", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=16)
 class Encoder(Configured):
     def __init__(self) -> None:
+        self.lock = asyncio.Lock()  # one pass at a time; a reconfigure waits for it
         self.model: EncoderModel | None = None
         self.loaded: tuple | None = None
         self.counts: Counter[str] = Counter()
@@ -57,7 +58,8 @@ class Encoder(Configured):
         began = time.time_ns()
         # Off the loop, so health checks answer meanwhile.
         pairs = [pair for pairs, _, _ in calls for pair in pairs]
-        out = await asyncio.to_thread(self.model.encode, pairs, stop)
+        async with self.lock:
+            out = await asyncio.to_thread(self.model.encode, pairs, stop)
         texts = sum(len(rows) for _, rows in pairs)
         # One pass for several calls: one span, in the first call's trace, linked to the others.
         kernel = self.model.info()["kernel"]

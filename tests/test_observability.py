@@ -215,9 +215,9 @@ def test_a_replica_whose_reconfigure_failed_fails_its_health_check_until_one_suc
     r = replica()
     r.check_health()  # bound without a user_config: no model until its first call, and healthy
     with pytest.raises(ValidationError):
-        r.reconfigure({"torch_threads": 0})
+        asyncio.run(r.reconfigure({"torch_threads": 0}))
     with pytest.raises(RuntimeError, match="reconfigure failed: ValidationError"):
         r.check_health()
     monkeypatch.setattr(r, "_configure", lambda config: None)  # a reconfigure that succeeds, without a model load
-    r.reconfigure({})
+    asyncio.run(r.reconfigure({}))
     r.check_health()
