@@ -19,6 +19,7 @@ from deployments.metrics import IngressMetrics
 from nlpserve import tracing
 from nlpserve.answer import Answer
 from nlpserve.cache import ResultCache
+from nlpserve.dispatch import detached
 from nlpserve.errors import describe
 from nlpserve.pipeline import Item, Pending, Pipeline
 from nlpserve.resources import PAGE
@@ -183,6 +184,17 @@ def unready(pipeline: Pipeline, inputs: dict) -> dict[str, str]:
     return why
 
 
+def answering(task: str, infos: dict, encoder_of: dict[str, str]) -> dict | BaseException | None:
+    """What answers ``task`` now, as its answers' ``models`` say, from the deployments' ``info()``
+    answers: the model, its settings and device, and for a head the kernel of the encoder it reads;
+    the exception that stopped an ``info()`` it needs; None if one is missing."""
+    info, encoder = infos.get(task), encoder_of.get(task)
+    if encoder is None or not isinstance(info, dict):
+        return info
+    kernel = infos.get(encoder)
+    return {**info, "encoder": kernel["kernel"]} if isinstance(kernel, dict) else kernel
+
+
 @dataclass(frozen=True)
 class Encoding:
     """An encoder call on its way: its heads get ``vectors``, the ObjectRef of its answer, nested in their
@@ -245,7 +257,7 @@ class Ingress:
         )
         self.results: ResultCache | None = None
         self.caches: tuple | None = None  # the settings the caches were made with
-        self.asking: asyncio.Future | None = None  # the round of info() calls in flight, if any
+        self.asked: dict[str, tuple[float, asyncio.Future]] = {}  # per deployment, its latest info() call
         self.last_inputs: dict = {}  # the last round of inputs() answers, for /readyz
         self.reconfigure({})
 
@@ -264,14 +276,14 @@ class Ingress:
             s.max_request_tokens,
         )
         api.state.settings = s
-        caches = (s.token_cache_bytes, s.token_cache_ttl_s, s.result_cache_size, s.result_cache_ttl_s)
+        caches = (s.token_cache_bytes, s.token_cache_ttl_s, s.result_cache_bytes, s.result_cache_ttl_s)
         if caches == self.caches:  # keyed on texts and on what made each answer: still right
             return
         self.caches = caches
         self.pipeline.set_cache(
             lambda: TokenCache(s.token_cache_bytes, s.token_cache_ttl_s) if s.token_cache_bytes else None
         )
-        self.results = ResultCache(s.result_cache_size, s.result_cache_ttl_s) if s.result_cache_size else None
+        self.results = ResultCache(s.result_cache_bytes, s.result_cache_ttl_s) if s.result_cache_bytes else None
 
     # Starting a batch only tokenizes, stores and queues its task calls, so one at a time is enough.
     # A batch is made of requests (each one or more texts), so a request's token limit is checked
@@ -286,16 +298,21 @@ class Ingress:
             k += len(request)
         return out
 
+    async def _ask_one(self, method: str, handle: DeploymentHandle):
+        """What a replica's ``method`` returns, or the exception that stopped it; also when Serve cancelled
+        the call (only a cancel of this task itself is passed on)."""
+        try:
+            return await asyncio.wait_for(getattr(handle, method).remote(), self.settings.task_timeout_s)
+        except asyncio.CancelledError as e:
+            if asyncio.current_task().cancelling():
+                raise
+            return e
+        except Exception as e:  # noqa: BLE001 - the caller reports it for that task only
+            return e
+
     async def _ask(self, method: str, handles: dict[str, DeploymentHandle]) -> dict:
         """{name: what a replica's ``method`` returns, or the exception that stopped it}."""
-
-        async def ask(handle: DeploymentHandle):
-            try:
-                return await asyncio.wait_for(getattr(handle, method).remote(), self.settings.task_timeout_s)
-            except Exception as e:  # noqa: BLE001 - the caller reports it for that task only
-                return e
-
-        answers = await asyncio.gather(*(ask(h) for h in handles.values()))
+        answers = await asyncio.gather(*(self._ask_one(method, h) for h in handles.values()))
         return dict(zip(handles, answers))
 
     async def _inputs(self) -> dict:
@@ -303,33 +320,41 @@ class Ingress:
         self.last_inputs = await self._ask("inputs", {**self.handles, **self.encoders})
         return self.last_inputs
 
-    async def _cached(self, texts: list[str], tasks: tuple[str, ...]) -> list[dict]:
+    async def _cached(
+        self, texts: list[str], tasks: tuple[str, ...], arrived: float, deadline: float | None
+    ) -> list[dict]:
         """Per text, the tasks the result cache answers: only with answers made by what answers each
-        task now. A first look uses what answered last; only if it finds something are the replicas
-        asked what answers now (one round shared by concurrent requests)."""
+        task now. A first look uses what answered last; only if it finds something are the replicas of
+        those tasks asked what answers now, for no longer than the request's deadline."""
         if not self.results:
             return [{} for _ in texts]
-        now = await self._answering_now() if any(self.results.might_hit(t, tasks) for t in texts) else {}
-        now = {task: info for task, info in now.items() if not isinstance(info, BaseException)}
+        candidates = tuple(t for t in tasks if any(self.results.might_hit(text, (t,)) for text in texts))
+        now = await self._answering_now(candidates, arrived, deadline) if candidates else {}
         cached = [self.results.lookup(text, tasks, now) for text in texts]
         hits = sum(map(len, cached))
         self.metrics.result_cache(hits=hits, misses=len(tasks) * len(texts) - hits)
         return cached
 
-    async def _answering_now(self) -> dict[str, dict | BaseException]:
-        """Per task, what answers it now, as its answers' ``models`` say: the model, its settings and
-        device, and for a head the kernel of the encoder it reads; or why that is not known."""
-        if self.asking is None or self.asking.done():
-            self.asking = asyncio.ensure_future(self._ask("info", {**self.handles, **self.encoders}))
-        infos = await asyncio.shield(self.asking)
-        now = {}
-        for task in self.handles:
-            info, encoder = infos[task], self.pipeline.encoder_of.get(task)
-            if encoder and not isinstance(info, BaseException):
-                kernel = infos[encoder]
-                info = kernel if isinstance(kernel, BaseException) else {**info, "encoder": kernel["kernel"]}
-            now[task] = info
-        return now
+    async def _answering_now(self, tasks: tuple[str, ...], arrived: float, deadline: float | None) -> dict[str, dict]:
+        """Per task of ``tasks`` whose answer came in time, what answers it now, as its answers' ``models``
+        say: the model, its settings and device, and for a head the kernel of the encoder it reads."""
+        names = {*tasks, *(self.pipeline.encoder_of[t] for t in tasks if t in self.pipeline.encoder_of)}
+        asked = {name: self._info(name, arrived) for name in names}
+        left = None if deadline is None else max(0.0, deadline - time.perf_counter())
+        await asyncio.wait(asked.values(), timeout=left)
+        infos = {name: a.result() for name, a in asked.items() if a.done()}
+        now = {task: answering(task, infos, self.pipeline.encoder_of) for task in tasks}
+        return {task: info for task, info in now.items() if isinstance(info, dict)}
+
+    def _info(self, name: str, arrived: float) -> asyncio.Future:
+        """``info()`` of deployment ``name``: a call in flight that began after ``arrived`` is shared, an older
+        one is not (it may have been answered by a model swapped since), so a new one is made."""
+        started, call = self.asked.get(name, (-1.0, None))
+        if call is None or started < arrived:
+            handle = {**self.handles, **self.encoders}[name]
+            call = detached(self._ask_one("info", handle))  # shared by the requests that join it
+            self.asked[name] = (time.perf_counter(), call)
+        return call
 
     def _check_length(self, text: str, where: str) -> None:
         limit = self.settings.max_text_chars
@@ -343,7 +368,7 @@ class Ingress:
         received = time.perf_counter()
         deadline = None if deadline_ms is None else received + deadline_ms / 1000
         span = tracing.recording(serve.get_trace_context())  # None unless Serve traces this request
-        cached = await self._cached(texts, tasks)
+        cached = await self._cached(texts, tasks, received, deadline)
         items = {
             i: Item(text, missing, received, deadline, label=label, trace=span)
             for i, (text, label, found) in enumerate(zip(texts, labels, cached))
@@ -425,8 +450,9 @@ class Ingress:
     async def version(self) -> dict:
         """Asked of the task replicas on every call, so it follows redeploys and reconfigures."""
         await self.pipeline.fresh()
-        infos = await self._answering_now()
-        tasks = {name: {"error": describe(a)} if isinstance(a, BaseException) else a for name, a in infos.items()}
+        infos = await self._ask("info", {**self.handles, **self.encoders})
+        now = {task: answering(task, infos, self.pipeline.encoder_of) for task in self.handles}
+        tasks = {name: {"error": describe(a)} if isinstance(a, BaseException) else a for name, a in now.items()}
         groups = self.pipeline.group_info()
         return {"service": metadata.version("nlpserve"), "tokenizer_groups": groups, "tasks": tasks}
 

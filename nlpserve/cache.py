@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -17,7 +19,8 @@ def _made_by(model: dict) -> str:
 
 class ResultCache:
     """Answers keyed on (text, task, the full description of what made the answer: model name, version,
-    checksum, device, settings hash and, for a head, the encoder kernel), LRU with a TTL.
+    checksum, device, settings hash and, for a head, the encoder kernel), LRU with a TTL, bounded by the
+    bytes of their texts and answers (an NER answer for a long text can be megabytes).
 
     ``lookup`` takes, per task, the description of what answers that task *now* (the caller asks the
     replicas), so an answer made by another model or other settings is never served, in whichever
@@ -25,8 +28,8 @@ class ResultCache:
     before asking. Error answers are not stored.
     """
 
-    def __init__(self, size: int, ttl_s: float, timer: Callable[[], float] = time.monotonic) -> None:
-        self.entries: TTLCache = TTLCache(size, ttl_s, timer=timer)
+    def __init__(self, max_bytes: int, ttl_s: float, timer: Callable[[], float] = time.monotonic) -> None:
+        self.entries: TTLCache = TTLCache(max_bytes, ttl_s, timer=timer, getsizeof=lambda entry: entry[2])
         self.latest: dict[str, dict] = {}  # per task, what made its latest stored answer
         self.counts: Counter[str] = Counter()
 
@@ -37,7 +40,7 @@ class ResultCache:
             hit = self.entries.get((text, task, _made_by(current[task]))) if task in current else None
             self.counts["hits" if hit else "misses"] += 1
             if hit:
-                found[task] = hit
+                found[task] = hit[:2]
         return found
 
     def might_hit(self, text: str, tasks: tuple[str, ...]) -> bool:
@@ -50,4 +53,6 @@ class ResultCache:
             answer = answers[task]
             if not (isinstance(answer, dict) and "error" in answer):
                 self.latest[task] = model
-                self.entries[(text, task, _made_by(model))] = (answer, model)
+                size = sys.getsizeof(text) + len(json.dumps(answer))
+                with contextlib.suppress(ValueError):  # cachetools: an entry larger than the whole cache
+                    self.entries[(text, task, _made_by(model))] = (answer, model, size)

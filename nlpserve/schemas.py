@@ -239,7 +239,9 @@ class IngressSettings(_Settings):
         64 * 1024 * 1024, ge=0, description="Bytes of tokenized texts kept (text and arrays); 0 turns the cache off."
     )
     token_cache_ttl_s: float = Field(300.0, gt=0)
-    result_cache_size: int = Field(1000, ge=0, description="Per-task results kept; 0 turns the cache off.")
+    result_cache_bytes: int = Field(
+        64 * 1024 * 1024, ge=0, description="Bytes of answers kept (their texts and JSON); 0 turns the cache off."
+    )
     result_cache_ttl_s: float = Field(300.0, gt=0)
     allowed_hosts: list[str] = Field(
         ["127.0.0.1", "localhost", "[::1]"],

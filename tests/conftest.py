@@ -57,7 +57,7 @@ def _deploy_small_app():
         max_ongoing_requests=2,
         max_queued_requests=2,
         backpressure_config={"retry_after_s": 1},
-        user_config={"task_timeout_s": 2.0, "result_cache_size": 0},
+        user_config={"task_timeout_s": 2.0, "result_cache_bytes": 0},
     )
     app = ingress.bind(BrokenNER.bind(), BrokenNER.options(name="BrokenSentiment").bind(), StuckSummary.bind())
     serve.run(app, name="small", route_prefix="/small")

@@ -23,7 +23,7 @@ def _config(path, **extra) -> dict:
 def tiny_url(url, tiny_models):
     """Stand-ins for config/hub.yaml's models: a cased BERT NER, an uncased DistilBERT (here of the
     same vocabulary, so only the case splits them) and BART."""
-    app = Ingress.options(name="TinyIngress", user_config={"result_cache_size": 0}, **SMALL_CPU).bind(
+    app = Ingress.options(name="TinyIngress", user_config={"result_cache_bytes": 0}, **SMALL_CPU).bind(
         NER.options(user_config=_config(tiny_models["cased-ner"], window=24, stride=4), **SMALL_CPU).bind(),
         Sentiment.options(user_config=_config(tiny_models["sentiment"]), **SMALL_CPU).bind(),
         Summarize.options(

@@ -52,7 +52,7 @@ def test_sentiment_only_load_scales_what_carries_it_and_leaves_ner_and_summary_a
     # As config/autoscale.yaml: the ingress keeps max_replicas x target calls in flight per deployment, so
     # the autoscaler sees the load (with the default, 1, the work would wait in the ingress instead).
     in_flight = FAST["max_replicas"] * FAST["target_ongoing_requests"]
-    user_config = {"result_cache_size": 0, "max_calls_in_flight": in_flight}
+    user_config = {"result_cache_bytes": 0, "max_calls_in_flight": in_flight}
     app = Ingress.options(name="AutoIngress", user_config=user_config, **SMALL).bind(
         NER.options(**options).bind(),
         Sentiment.options(**options).bind(),
