@@ -352,10 +352,11 @@ def test_a_busy_graph_sends_what_waited_as_one_call_per_deployment_and_an_idle_o
 
     async def go():
         first = await pipe.start([Item("a", tasks)])
-        await asyncio.sleep(0.01)
-        assert [name for name, _ in sent] == ["ner", "encoder", "sentiment", "summary"]  # idle: at once
+        while len(sent) < 4:  # idle: sent at once (the heads once the encoder call is placed)
+            await asyncio.sleep(0.001)
+        assert sorted(name for name, _ in sent) == ["encoder", "ner", "sentiment", "summary"]
         later = [await pipe.start([Item(t, tasks)]) for t in "bcdef"]  # five batches while the first runs
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
         assert len(sent) == 4  # nothing more was sent: each deployment has its one call in flight
         release.set()
         answers = [a.json() for a in await asyncio.gather(*(pipe.finish(p) for b in (first, *later) for p in b))]

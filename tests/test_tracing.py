@@ -236,6 +236,9 @@ def test_each_request_is_one_trace_through_every_deployment(tmp_path):
         "RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH": "nlpserve.tracing:jsonl",
         "RAY_SERVE_TRACING_SAMPLING_RATIO": "1",
         "NLPSERVE_TRACE_FILE": str(out),
+        # The proxy span that carries x-request-id and the caller's traceparent is Serve's Python proxy's;
+        # behind HAProxy a trace starts at the ingress replica.
+        "RAY_SERVE_ENABLE_HA_PROXY": "0",
     }
     proc = subprocess.run([sys.executable, __file__], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-5000:]
