@@ -15,26 +15,6 @@ def percentiles(values: list[float]) -> dict:
     return {f"p{q}_ms": float(np.percentile(values, q)) for q in (50, 95, 99)}
 
 
-# Where each deployment's call size shows in an answer's timings: (task, field).
-CALL_SIZES = {
-    "Encoder": ("sentiment", "encode_texts"),
-    "NER": ("ner", "texts"),
-    "Sentiment": ("sentiment", "texts"),
-    "Summarize": ("summary", "texts"),
-}
-
-
-def texts_per_call(timings: list[dict]) -> dict[str, float]:
-    """Mean texts per remote call of each deployment, from answers' ``timings``. A call of k texts
-    answers k of them, so the mean per call is the harmonic mean over the answers."""
-    out = {}
-    for deployment, (task, key) in CALL_SIZES.items():
-        sizes = [t["tasks"][task][key] for t in timings if t["tasks"].get(task, {}).get(key)]
-        if sizes:
-            out[deployment] = len(sizes) / sum(1 / k for k in sizes)
-    return out
-
-
 @dataclass
 class Result:
     latencies_ms: list[float] = field(default_factory=list)

@@ -4,9 +4,10 @@
 
 Each variant starts `serve run CONFIG` in its own session with its environment variables (Serve and
 Ray read them when Ray starts) and user_config overrides, then measures with wrk (bench/wrk.py): p50 at
-1 client, requests/s at 16 and 64 clients, every request a new text. While the 16-client load runs, a
-few requests sample the texts per call of each deployment from their answers' timings. With
-``--repeat``, the variants run in turn that many times (A B A B), since this machine's speed drifts.
+1 client, requests/s at 16 and 64 clients, every request a new text, and the texts per call of each
+deployment at 16 and 64 clients, from the ingress's own counters (read between runs through a Ray
+driver). With ``--repeat``, the variants run in turn that many times (A B A B), since this machine's
+speed drifts.
 """
 
 from __future__ import annotations
@@ -15,17 +16,16 @@ import argparse
 import os
 import subprocess
 import tempfile
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import ray
 import yaml
+from ray import serve
 
 from bench import wrk
-from bench.load import texts_per_call
-from bench.texts import make_texts
 from nlpserve.on_ray.local import ROOT
 
 # What `serve run` needs in its environment for the recommended setup (README): HAProxy in front.
@@ -73,30 +73,41 @@ def wait_ready(proc: subprocess.Popen, seconds: float = 300) -> None:
     raise TimeoutError("the graph did not answer")
 
 
-def sample(stop: threading.Event, out: list[dict]) -> None:
-    """Answers' timings, one request every 0.3 s, until ``stop``."""
-    start = int(time.time() * 1000) + 10**9  # apart from wrk's texts
-    with httpx.Client(timeout=120) as client:
-        for i in range(10**6):
-            if stop.wait(0.3):
-                return
-            r = client.post(URL + "/analyze", json={"text": make_texts(1, start + i)[0]})
-            if r.status_code == 200:
-                out.append(r.json()["timings"])
+@contextmanager
+def ingress_stats():
+    """A function that reads the running graph's ingress counters (its ``stats()``), through a Ray
+    driver connected to this machine's cluster (the one `serve run` started)."""
+    ray.init(address="auto", logging_level="ERROR", log_to_driver=False)
+    try:
+        handle = serve.get_app_handle("nlp")
+        yield lambda: handle.stats.remote().result()
+    finally:
+        ray.shutdown()
+
+
+# The deployments the ingress calls, by the name its counters give them.
+CALLEES = {"Encoder": "encoder", "NER": "ner", "Sentiment": "sentiment", "Summarize": "summary"}
+
+
+def texts_per_call(before: dict, after: dict) -> dict[str, float]:
+    """Mean texts per remote call of each deployment between two readings of the ingress's counters."""
+    out = {}
+    for deployment, name in CALLEES.items():
+        sends = after.get(f"sends.{name}", 0) - before.get(f"sends.{name}", 0)
+        if sends:
+            out[deployment] = (after[f"texts.{name}"] - before.get(f"texts.{name}", 0)) / sends
+    return out
 
 
 def measure(seconds: float) -> dict:
-    one = wrk.sweep(URL, [1], seconds)[0]
-    samples: list[dict] = []
-    stop = threading.Event()
-    sampler = threading.Thread(target=sample, args=(stop, samples))
-    wrk.run(URL, 16, 3)  # warm-up
-    sampler.start()
-    sixteen = wrk.run(URL, 16, seconds)
-    stop.set()
-    sampler.join()
-    sixty_four = wrk.sweep(URL, [64], seconds)[0]
-    return {"1": one, "16": sixteen, "64": sixty_four, "texts_per_call_16": texts_per_call(samples)}
+    out = {"1": wrk.sweep(URL, [1], seconds)[0]}
+    with ingress_stats() as stats:
+        for clients in (16, 64):
+            wrk.run(URL, clients, 3)  # warm-up
+            before = stats()
+            out[str(clients)] = wrk.run(URL, clients, seconds)
+            out[f"texts_per_call_{clients}"] = texts_per_call(before, stats())
+    return out
 
 
 @contextmanager
@@ -141,12 +152,15 @@ def run_variant(config: Path, env: dict[str, str], overrides: dict[str, dict], s
 
 
 def row(name: str, r: dict) -> str:
-    one, sixteen, many, per_call = r["1"], r["16"], r["64"], r["texts_per_call_16"]
+    one, sixteen, many = r["1"], r["16"], r["64"]
     failed = sum(x["non2xx"] + x["socket_errors"] + x["degraded"] for x in (one, sixteen, many))
     cpu = max(x["client_cpu_share"] for x in (one, sixteen, many))
+    calls = " | ".join(
+        f"{c.get('Encoder', 0):.1f} / {c.get('NER', 0):.1f}" for c in (r["texts_per_call_16"], r["texts_per_call_64"])
+    )
     return (
-        f"| {name} | {one['p50_ms']:.1f} | {sixteen['req_per_s']:.1f} | {many['req_per_s']:.1f} | "
-        f"{per_call.get('Encoder', 0):.1f} / {per_call.get('NER', 0):.1f} | {failed} | {cpu:.1%} |"
+        f"| {name} | {one['p50_ms']:.1f} | {sixteen['req_per_s']:.1f} | {many['req_per_s']:.1f} | {calls} | "
+        f"{failed} | {cpu:.1%} |"
     )
 
 
@@ -157,16 +171,18 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=15)
     args = parser.parse_args()
-    print("| variant | p50 ms, 1 client | req/s, 16 clients | req/s, 64 clients | texts per call at 16: Encoder / NER "
-          "| failed or degraded | wrk CPU |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| variant | p50 ms, 1 client | req/s, 16 clients | req/s, 64 clients | texts per call at 16: Encoder / NER "
+        "| at 64 | failed or degraded | wrk CPU |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for _ in range(args.repeat):
         for name in args.variants:
             env, overrides = VARIANTS[name]
             try:
                 print(row(name, run_variant(args.config, env, overrides, args.seconds)), flush=True)
             except RuntimeError as e:
-                print(f"| {name} | failed: {e} | | | | | |", flush=True)
+                print(f"| {name} | failed: {e} | | | | | | |", flush=True)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -25,8 +26,8 @@ import numpy as np
 import torch
 
 from bench import wrk
-from bench.load import load, percentiles, texts_per_call
-from bench.path import HAPROXY, serve_session
+from bench.load import load, percentiles
+from bench.path import HAPROXY, ingress_stats, serve_session, texts_per_call
 from bench.texts import PARAGRAPHS, make_texts
 from nlpserve.on_ray.local import ROOT, free_port
 from nlpserve.schemas import TASKS
@@ -95,19 +96,21 @@ def in_process(reps: int, threads: int) -> dict:
 # ---------------------------------------------------------------- over HTTP
 
 
-def http_modes(url: str, scale: float, graph: bool) -> dict:
+def http_modes(url: str, scale: float, stats: Callable[[], dict] | None = None) -> dict:
     """Every request carries texts never sent before, so the service's caches never answer. For the
-    graph, the answers' timings also give each deployment's texts per call and the hops at 1 client."""
+    graph (``stats`` reads its ingress's counters), each deployment's texts per call at each load, and
+    the hops at 1 client from the answers' timings."""
     counter = iter(range(10**9))
     out: dict = {"concurrency": {}, "batch": {}}
     for c in CONCURRENCY:
         n = max(60, int(c * 12 * scale))
+        before = stats() if stats else {}
         cpu, wall = time.process_time(), time.perf_counter()
         r = load(url + "/analyze", lambda i: {"text": make_texts(1, next(counter))[0]}, c, n)
         share = (time.process_time() - cpu) / (time.perf_counter() - wall) / (os.cpu_count() or 1)
         out["concurrency"][c] = {**r.summary(), "client_cpu_share": share}
-        if graph:
-            out["concurrency"][c]["texts_per_call"] = texts_per_call([b["timings"] for b in r.bodies])
+        if stats:
+            out["concurrency"][c]["texts_per_call"] = texts_per_call(before, stats())
             if c == 1:
                 out["hops_ms"] = hops(r)
     for bs in BATCHES:
@@ -403,15 +406,15 @@ def main() -> None:
     print("in-process ...", flush=True)
     res["in_process"] = in_process(reps, threads=os.cpu_count() or 1)
     print("Serve graph ...", flush=True)
-    with serve_session(args.config, HAPROXY) as url:
-        res["serve"] = http_modes(url, scale, graph=True)
+    with serve_session(args.config, HAPROXY) as url, ingress_stats() as stats:
+        res["serve"] = http_modes(url, scale, stats)
         res["wrk"]["serve"] = {str(r["clients"]): r for r in wrk.sweep(url, HEADLINE, seconds)}
         res["locust"] = locust_run(url, args.out, args.locust_seconds) if args.locust_seconds else None
     res["separate"], by_level = {}, {}
     for level in LEVELS:
         print(f"separate services, {level} model calls at once ...", flush=True)
         with separate_services(level) as url:
-            res["separate"][level] = http_modes(url, scale, graph=False)
+            res["separate"][level] = http_modes(url, scale)
             by_level[level] = {str(r["clients"]): r for r in wrk.sweep(url, HEADLINE, seconds)}
     res["wrk"]["separate"] = {
         str(c): pick({lv: by_level[lv][str(c)] for lv in LEVELS}, c, "req_per_s") for c in HEADLINE
