@@ -17,6 +17,7 @@ from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
 from deployments.metrics import IngressMetrics
 from nlpserve import tracing
+from nlpserve.admission import Limits, Refused
 from nlpserve.answer import Answer
 from nlpserve.cache import ResultCache
 from nlpserve.dispatch import detached
@@ -259,6 +260,7 @@ class Ingress:
         self.caches: tuple | None = None  # the settings the caches were made with
         self.asked: dict[str, tuple[float, asyncio.Future]] = {}  # per deployment, its latest info() call
         self.last_inputs: dict = {}  # the last round of inputs() answers, for /readyz
+        self.counting = asyncio.Semaphore(1)  # requests whose tokens are being counted (_admit)
         self.reconfigure({})
 
     def reconfigure(self, config: dict) -> None:
@@ -272,9 +274,8 @@ class Ingress:
             s.max_calls_in_flight,
             s.max_batch_size,
             s.together_s,
-            s.max_text_tokens,
-            s.max_request_tokens,
         )
+        self.limits = Limits(s.max_text_chars, s.max_request_chars, s.max_text_tokens, s.max_request_tokens)
         api.state.settings = s
         caches = (s.token_cache_bytes, s.token_cache_ttl_s, s.result_cache_bytes, s.result_cache_ttl_s)
         if caches == self.caches:  # keyed on texts and on what made each answer: still right
@@ -286,8 +287,7 @@ class Ingress:
         self.results = ResultCache(s.result_cache_bytes, s.result_cache_ttl_s) if s.result_cache_bytes else None
 
     # Starting a batch only tokenizes, stores and queues its task calls, so one at a time is enough.
-    # A batch is made of requests (each one or more texts), so a request's token limit is checked
-    # before any of its texts reaches a task. Size and wait come from IngressSettings (reconfigure).
+    # Its requests were admitted before (_admit). Size and wait come from IngressSettings (reconfigure).
     @serve.batch(max_concurrent_batches=1)
     async def analyze_items(self, requests: list[list[Item]]) -> list[list[Pending]]:
         items = [replace(it, request=k) for k, request in enumerate(requests) for it in request]
@@ -356,10 +356,18 @@ class Ingress:
             self.asked[name] = (time.perf_counter(), call)
         return call
 
-    def _check_length(self, text: str, where: str) -> None:
-        limit = self.settings.max_text_chars
-        if len(text) > limit:
-            raise HTTPException(413, f"{where} is {len(text)} characters; the limit is {limit}")
+    async def _admit(self, texts: list[str], labels: list[str], tasks: tuple[str, ...]) -> None:
+        """413 for a request over a limit, before it joins a batch, so a refusal costs only its own work:
+        characters at once; tokens only if its characters could pass a token limit, counted in a thread,
+        one such request at a time, with the tokenizers of its own tasks."""
+        try:
+            self.limits.check_chars(texts, labels)
+            if self.limits.needs_counting(texts):
+                tokenizers = await self.pipeline.tokenizers(tasks)
+                async with self.counting:
+                    await asyncio.to_thread(self.limits.check_tokens, texts, labels, tokenizers)
+        except Refused as e:
+            raise HTTPException(413, str(e)) from None
 
     async def _analyze(
         self, texts: list[str], labels: list[str], tasks: tuple[str, ...], deadline_ms: int | None
@@ -367,6 +375,7 @@ class Ingress:
         """One answer per text: the tasks the result cache has, the others from one batched request."""
         received = time.perf_counter()
         deadline = None if deadline_ms is None else received + deadline_ms / 1000
+        await self._admit(texts, labels, tasks)
         span = tracing.recording(serve.get_trace_context())  # None unless Serve traces this request
         cached = await self._cached(texts, tasks, received, deadline)
         items = {
@@ -379,9 +388,6 @@ class Ingress:
             done = {i: self.pipeline.expired_result(it) for i, it in items.items()}
         else:
             pending = dict(zip(items, started))
-            rejected = next((p.rejected for p in pending.values() if p.rejected), None)
-            if rejected:  # the whole request: none of its items has a task call
-                raise HTTPException(413, rejected)
             done = dict(zip(pending, await asyncio.gather(*(self.pipeline.finish(p) for p in pending.values()))))
         results = []
         for i, (text, found) in enumerate(zip(texts, cached)):
@@ -413,7 +419,6 @@ class Ingress:
 
     @api.post("/analyze", response_model=AnalyzeResponse, response_model_exclude_none=True, responses=ERRORS)
     async def analyze(self, request: AnalyzeRequest) -> dict:
-        self._check_length(request.text, "text")
         return (await self._analyze([request.text], ["text"], tuple(request.tasks), request.deadline_ms))[0]
 
     @api.post("/analyze/batch", response_model=BatchResponse, response_model_exclude_none=True, responses=ERRORS)
@@ -421,8 +426,6 @@ class Ingress:
         limit = self.settings.max_batch_items
         if len(request.texts) > limit:
             raise HTTPException(413, f"batch has {len(request.texts)} texts; the limit is {limit}")
-        for i, text in enumerate(request.texts):
-            self._check_length(text, f"texts[{i}]")
         labels = [f"texts[{i}]" for i in range(len(request.texts))]
         return {"results": await self._analyze(request.texts, labels, tuple(request.tasks), request.deadline_ms)}
 

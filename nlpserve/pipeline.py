@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-import numpy as np
-
 from nlpserve import tracing
 from nlpserve.answer import Answer
 from nlpserve.dispatch import Dispatcher, EncodeCall, Outcome, TaskCall, detached, ms
@@ -52,7 +50,6 @@ class Pending:
     result: Answer
     calls: dict[str, tuple[asyncio.Future[Outcome], int]]
     deadline: float | None
-    rejected: str | None = None  # why the item's request was refused (over a token limit): no task ran
 
 
 @dataclass
@@ -102,8 +99,6 @@ class Pipeline:
         on_batch: Callable[[int, int, int], None] = lambda size, tokenized, unique: None,
         max_in_flight: int = 1,
         max_texts: int = 32,
-        max_text_tokens: int | None = None,
-        max_request_tokens: int | None = None,
     ) -> None:
         self.inputs = inputs
         self.tasks = tasks
@@ -111,8 +106,6 @@ class Pipeline:
         self.encoders = encoders or {}
         self.cache = cache
         self.on_batch = on_batch  # per batch: its texts, how many were tokenized, how many differ
-        self.max_text_tokens = max_text_tokens
-        self.max_request_tokens = max_request_tokens
         self.stats: Counter[str] = Counter()
         self.dispatch = Dispatcher(
             tasks,
@@ -145,14 +138,11 @@ class Pipeline:
         max_in_flight: int,
         max_texts: int,
         together_s: float,
-        max_text_tokens: int | None,
-        max_request_tokens: int | None,
     ) -> None:
         """New limits, for the batches and task calls that start from now on."""
         self.dispatch.timeout_s, self.dispatch.timeouts_s = timeout_s, timeouts_s
         self.dispatch.max_in_flight, self.dispatch.max_texts = max_in_flight, max_texts
         self.dispatch.together_s = together_s
-        self.max_text_tokens, self.max_request_tokens = max_text_tokens, max_request_tokens
 
     def set_cache(self, cache: Callable[[], MutableMapping | None]) -> None:
         """New token caches (one per group) from ``cache()``, now and for groups formed later."""
@@ -217,6 +207,11 @@ class Pipeline:
         """Tokenizations and token cache hits and misses, summed over the tokenizer groups."""
         return sum((g.tokenizer.counts for g in self.groups.values()), Counter())
 
+    async def tokenizers(self, tasks: Sequence[str]) -> list[Tokenizer]:
+        """The tokenizers of the groups that ``tasks`` read, as the next batch will use them."""
+        await self._current()
+        return [g.tokenizer for g in self.groups.values() if not set(tasks).isdisjoint(g.tasks)]
+
     def group_info(self) -> list[dict]:
         return [
             {
@@ -242,7 +237,6 @@ class Pipeline:
         wanted = {t for it in items for t in it.tasks}
         refs, tokenize_s, put_s, encoded = {}, 0.0, 0.0, 0
         steps: list[tracing.Step] = []
-        tokens = np.zeros(len(items), dtype=np.int64)  # per item, the most any of its groups made
         for group in self.groups.values():
             if wanted.isdisjoint(group.tasks):
                 continue
@@ -257,11 +251,9 @@ class Pipeline:
             tokenize_s, put_s, encoded = tokenize_s + t1 - t0, put_s + t2 - t1, encoded + batch.encoded
             steps.append((t0, t1, t2, batch.encoded))
             refs.update(dict.fromkeys(group.tasks, ref))
-            tokens = np.maximum(tokens, np.diff(batch.splits))
         self.stats.update(batches=1, items=len(items), puts=len({id(r) for r in refs.values()}))
         self.on_batch(len(items), encoded, len(set(texts)))
-        rejected = self._over_limits(items, tokens.tolist())
-        rows = {t: [i for i, it in enumerate(items) if t in it.tasks and i not in rejected] for t in self.tasks}
+        rows = {t: [i for i, it in enumerate(items) if t in it.tasks] for t in self.tasks}
         traced = any(it.trace for it in items)  # tracing is on and Serve sampled a request of the batch
         batch_of = [None] * len(items)  # per item, its request's "batch" span
         if traced:
@@ -275,9 +267,8 @@ class Pipeline:
             if spans[t]:
                 call.add_done_callback(partial(self._end_spans, spans[t]))
         tracing.end(batch_of)
-        for i, it in enumerate(items):
-            if i not in rejected:
-                self.wanted.update(calls[t] for t in it.tasks if t in calls)
+        for it in items:
+            self.wanted.update(calls[t] for t in it.tasks if t in calls)
         return [
             Pending(
                 result=Answer(
@@ -290,9 +281,8 @@ class Pipeline:
                         "put_ms": ms(put_s),
                     }
                 ),
-                calls={t: (calls[t], rows[t].index(i)) for t in it.tasks if t in calls and i not in rejected},
+                calls={t: (calls[t], rows[t].index(i)) for t in it.tasks if t in calls},
                 deadline=it.deadline,
-                rejected=rejected.get(i),
             )
             for i, it in enumerate(items)
         ]
@@ -321,23 +311,6 @@ class Pipeline:
             calls.update(head_calls)
         self.dispatch.queue(parts)
         return calls
-
-    def _over_limits(self, items: Sequence[Item], tokens: list[int]) -> dict[int, str]:
-        """{item index: why} for the items of every request over a token limit; none of them is run."""
-        why: dict[int, str] = {}
-        totals: Counter[int] = Counter()
-        for it, n in zip(items, tokens):
-            totals[it.request] += n
-            if self.max_text_tokens is not None and n > self.max_text_tokens:
-                limit = self.max_text_tokens
-                why.setdefault(it.request, f"{it.label} is {n} tokens; the limit is {limit} (max_text_tokens)")
-        for request, n in totals.items():
-            if self.max_request_tokens is not None and n > self.max_request_tokens:
-                why.setdefault(
-                    request, f"the request is {n} tokens; the limit is {self.max_request_tokens} (max_request_tokens)"
-                )
-        self.stats["rejected"] += sum(it.request in why for it in items)
-        return {i: why[it.request] for i, it in enumerate(items) if it.request in why}
 
     async def finish(self, pending: Pending) -> Answer:
         """The item's result when all its tasks are done, or at its deadline: then the tasks still

@@ -229,6 +229,12 @@ class IngressSettings(_Settings):
         "autoscaling, at least max_replicas x target_ongoing_requests, so the autoscaler sees the load.",
     )
     max_text_chars: int = Field(100_000, ge=1)
+    max_request_chars: int = Field(
+        200_000,
+        ge=1,
+        description="Requests whose texts add up to more characters get 413 before any is tokenized (ordinary "
+        "text is about 4 characters a token: this leaves room for max_request_tokens).",
+    )
     max_text_tokens: int = Field(
         16_384, ge=1, description="Longer texts (tokens of their tokenizer group) get 413; bounds their sentences too."
     )

@@ -201,6 +201,10 @@ class Tokenizer:
             )
         return out
 
+    def count(self, text: str) -> int:
+        """Tokens of ``text``, stored nowhere (the backend is safe to call from several threads)."""
+        return len(self.backend.encode(text, add_special_tokens=False).ids)
+
     def __call__(self, texts: list[str]) -> TokenBatch:
         if self.cache is None:
             rows = self._encode(texts)

@@ -513,33 +513,6 @@ def test_a_task_that_cannot_say_what_it_reads_holds_up_only_itself():
     assert pipe.stale  # and ner is asked again, in the background
 
 
-def test_requests_over_a_token_limit_are_refused_before_any_task_runs():
-    store, log = Store(), []
-    tasks = {n: counting_task(store, log, n) for n in ("ner", "sentiment")}
-    pipe = make(store, tasks)
-    pipe.max_text_tokens, pipe.max_request_tokens = 10, 12
-    items = [
-        Item("a " * 11, ("ner",), request=0),  # 11 tokens: over the text limit
-        Item("fine text", ("ner", "sentiment"), request=1),
-        Item("b " * 7, ("sentiment",), request=2, label="texts[0]"),  # 7 + 7 tokens: over the request limit
-        Item("c " * 7, ("sentiment",), request=2, label="texts[1]"),
-    ]
-
-    async def go():
-        pending = await pipe.start(items)
-        await asyncio.gather(*(pipe.finish(p) for p in pending))
-        return pending
-
-    pending = asyncio.run(go())
-    assert pending[0].rejected == "text is 11 tokens; the limit is 10 (max_text_tokens)"
-    assert pending[1].rejected is None
-    over = "the request is 14 tokens; the limit is 12 (max_request_tokens)"
-    assert pending[2].rejected == pending[3].rejected == over
-    assert all(not p.calls for p in pending if p.rejected)
-    assert sorted((name, rows) for name, _, rows in log) == [("ner", [[1]]), ("sentiment", [[1]])]  # only item 1 ran
-    assert pipe.stats["rejected"] == 3
-
-
 def test_a_call_nobody_waits_for_any_more_is_cancelled():
     store, cancelled = Store(), []
 
