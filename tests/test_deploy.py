@@ -18,8 +18,8 @@ from ray.serve.schema import DeploymentSchema, ServeApplicationSchema, ServeDepl
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ROOT / "deploy" / "rayservice.yaml"
 DOCKERFILE = ROOT / "Dockerfile"
-# KubeRay's CRD is reference data beside the project, not part of it (../shared/kuberay/README.md).
-CRD = ROOT.parent / "shared" / "kuberay" / "ray.io_rayservices.yaml"
+# KubeRay's CRD, vendored with its licence and source commit (tests/kuberay/README.md).
+CRD = ROOT / "tests" / "kuberay" / "ray.io_rayservices.yaml"
 
 
 @pytest.fixture(scope="module")
