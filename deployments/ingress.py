@@ -242,6 +242,7 @@ class Ingress:
     ) -> None:
         self.handles = {"ner": ner, "sentiment": sentiment, "summary": summary}
         self.encoders = {"encoder": encoder} if encoder else {}
+        self.deployments = {**self.handles, **self.encoders}  # all the ingress calls
         self.page_html = PAGE.read_text()
         self.settings = IngressSettings()
         self.metrics = IngressMetrics()
@@ -317,7 +318,7 @@ class Ingress:
 
     async def _inputs(self) -> dict:
         """What each task's model and each encoder reads (tokenizer, encoder); kept for /readyz."""
-        self.last_inputs = await self._ask("inputs", {**self.handles, **self.encoders})
+        self.last_inputs = await self._ask("inputs", self.deployments)
         return self.last_inputs
 
     async def _cached(
@@ -351,8 +352,7 @@ class Ingress:
         one is not (it may have been answered by a model swapped since), so a new one is made."""
         started, call = self.asked.get(name, (-1.0, None))
         if call is None or started < arrived:
-            handle = {**self.handles, **self.encoders}[name]
-            call = detached(self._ask_one("info", handle))  # shared by the requests that join it
+            call = detached(self._ask_one("info", self.deployments[name]))  # shared by the requests that join it
             self.asked[name] = (time.perf_counter(), call)
         return call
 
@@ -379,8 +379,8 @@ class Ingress:
         span = tracing.recording(serve.get_trace_context())  # None unless Serve traces this request
         cached = await self._cached(texts, tasks, received, deadline)
         items = {
-            i: Item(text, missing, received, deadline, label=label, trace=span)
-            for i, (text, label, found) in enumerate(zip(texts, labels, cached))
+            i: Item(text, missing, received, deadline, trace=span)
+            for i, (text, found) in enumerate(zip(texts, cached))
             if (missing := tuple(t for t in tasks if t not in found))
         }
         started = await self._start(list(items.values()), deadline) if items else []
@@ -453,7 +453,7 @@ class Ingress:
     async def version(self) -> dict:
         """Asked of the task replicas on every call, so it follows redeploys and reconfigures."""
         await self.pipeline.fresh()
-        infos = await self._ask("info", {**self.handles, **self.encoders})
+        infos = await self._ask("info", self.deployments)
         now = {task: answering(task, infos, self.pipeline.encoder_of) for task in self.handles}
         tasks = {name: {"error": describe(a)} if isinstance(a, BaseException) else a for name, a in now.items()}
         groups = self.pipeline.group_info()

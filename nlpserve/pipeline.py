@@ -37,8 +37,7 @@ class Item:
     tasks: tuple[str, ...]
     received: float = field(default_factory=time.perf_counter)
     deadline: float | None = None  # time.perf_counter() after which unfinished tasks are given up
-    request: int = 0  # items of one request share it: their tokens count against one request limit
-    label: str = "text"  # how an error names the item: "text" or "texts[i]"
+    request: int = 0  # items of one request share it (a batch span counts its requests)
     trace: Any = field(default=None, compare=False)  # the request's recording span, when Serve traces it
 
 
