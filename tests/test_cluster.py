@@ -15,8 +15,17 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
+from nlpserve.schemas import IngressSettings
+
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIO = ROOT / "tests" / "cluster_scenario.py"
+# The RayService's Service (deploy/rayservice.yaml) by each of its DNS names in the namespace "default".
+SERVICE_NAMES = [
+    "nlpserve-serve-svc",
+    "nlpserve-serve-svc.default",
+    "nlpserve-serve-svc.default.svc",
+    "nlpserve-serve-svc.default.svc.cluster.local",
+]
 TASKS = ("Encoder", "NER", "Sentiment", "Summarize")  # every deployment behind the ingress
 RECOVERY_BOUND_S = 180  # the scenario's own bound (RECOVERY_TIMEOUT_S)
 LATENCY_BOUND_S = 65  # client timeout 60 s, proxy request_timeout_s 60 s, task_timeout_s 30 s
@@ -38,7 +47,7 @@ def test_cluster_config_is_the_single_node_graph_with_two_replicas_each():
         for d in app["deployments"]:
             d["num_replicas"] = 2
             if d["name"] == "Ingress":
-                d["user_config"]["allowed_hosts"] = ["*"]
+                d["user_config"]["allowed_hosts"] = [*IngressSettings().allowed_hosts, *SERVICE_NAMES]
     assert cluster.model_dump(exclude_unset=True) == expected
     (app,) = cluster.applications
     assert {d.name for d in app.deployments} == {"Ingress", *TASKS}
