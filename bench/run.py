@@ -178,7 +178,7 @@ def separate_services(max_concurrency: int | None = None):
                 time.sleep(0.5)
         yield urls["gateway"]
     finally:
-        for p in procs:
+        for p in reversed(procs):  # the gateway first: it would log the services' going as errors
             p.terminate()
         for p in procs:
             p.wait(timeout=30)
@@ -279,10 +279,14 @@ def report(res: dict) -> str:
     for name, sweep in named:
         for c, r in sweep.items():
             calls = r.get("texts_per_call")
-            sizes = " / ".join(f"{calls.get(d, 0):.1f}" for d in ("Encoder", "NER", "Sentiment", "Summarize"))
+            sizes = (
+                " / ".join(f"{calls.get(d, 0):.1f}" for d in ("Encoder", "NER", "Sentiment", "Summarize"))
+                if calls
+                else "-"
+            )
             lines.append(
                 f"| {name} | {c} | {r['requests']} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['p99_ms']:.1f} | "
-                f"{r['texts_per_s']:.1f} | {r['client_cpu_share']:.1%} | {sizes if calls else '-'} |"
+                f"{r['texts_per_s']:.1f} | {r['client_cpu_share']:.1%} | {sizes} |"
             )
     lines += [
         "",
