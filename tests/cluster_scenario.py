@@ -1,35 +1,48 @@
 """Multi-node scenario for tests/test_cluster.py, run in its own process.
 
-A two-node Ray cluster on this machine (``ray.cluster_utils.Cluster``: a head with 4 logical CPUs,
-a worker with 2), the graph of config/cluster.yaml deployed on it, then the worker node removed
-under light load. Prints progress to stderr and one JSON object, the figures, as the last line of
-stdout. Run it from the project root: ``python tests/cluster_scenario.py [--sigkill]``.
+A two-node Ray cluster on this machine started as README "Multi-node cluster" says, with token
+authentication on: ``ray start --head --block`` (4 CPUs) and ``ray start --address ... --block``
+(2 CPUs), each in a session of its own and stopped by its id; the graph of config/cluster.yaml
+deployed with ``serve deploy``; then the worker node stopped under light load. Prints progress to
+stderr and one JSON object, the figures, as the last line of stdout. Run it from the project root:
+``python tests/cluster_scenario.py [--sigkill]``.
 
 Ray keeps its files (and the ``ray_current_cluster`` address file that ``ray.init()`` without an
 address reads) under ``RAY_TMPDIR``; the scenario points that at a directory of its own, so Ray
-instances started by other processes on this machine never see this cluster.
+instances started by other processes on this machine never see this cluster. Its token is a file
+there too (``RAY_AUTH_TOKEN_PATH``), so the user's ``~/.ray/auth_token`` is left alone.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-import psutil
-import ray
-import requests
-import yaml
-from ray import serve
-from ray.cluster_utils import Cluster
-from ray.serve._private.api import serve_start
-from ray.serve.schema import ApplicationStatus, DeploymentStatus, ReplicaState, ServeDeploySchema
-from ray.util.state import list_actors
+# Ray's files, its address file and the token in a directory of our own (see the module docstring), set
+# before Ray is imported: it reads RAY_AUTH_MODE once, then.
+OWN_TMP = "RAY_TMPDIR" not in os.environ
+if OWN_TMP:
+    os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="nlpserve-cluster-")
+TOKEN = Path(os.environ["RAY_TMPDIR"], "auth_token")
+TOKEN.write_text(secrets.token_hex(16))
+os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(TOKEN))
+
+import psutil  # noqa: E402
+import ray  # noqa: E402
+import requests  # noqa: E402
+import yaml  # noqa: E402
+from ray import serve  # noqa: E402
+from ray.serve.schema import ApplicationStatus, DeploymentStatus, ReplicaState, ServeDeploySchema  # noqa: E402
+from ray.util.state import list_actors  # noqa: E402
 
 if __name__ == "__main__":  # run as a script, only tests/ is on the path: add the project root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -173,36 +186,84 @@ def alive(pid: int) -> bool:
         return False
 
 
+def ray_start(*args: str) -> int:
+    """``ray start --block`` in a session of its own, as the README runs it; returns the session id."""
+    cmd = ["ray", "start", "--block", "--disable-usage-stats", "--node-ip-address", "127.0.0.1", *args]
+    # Agents and metrics on ports of their own: the two nodes share this machine (and may share it
+    # with another Ray).
+    for flag in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "metrics-export-port"):
+        cmd += [f"--{flag}", str(local.free_port())]
+    return subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL).pid
+
+
+def session(sid: int) -> list[psutil.Process]:
+    out = []
+    for p in psutil.process_iter():
+        try:
+            if os.getsid(p.pid) == sid:
+                out.append(p)
+        except (ProcessLookupError, PermissionError):
+            pass
+    return out
+
+
+def stop_session(sid: int, sig: int = signal.SIGTERM) -> None:
+    """Every process of the session gets ``sig`` (SIGTERM: as ``ray stop`` does); what is left after
+    30 s is killed."""
+    procs = session(sid)
+    for p in procs:
+        try:
+            p.send_signal(sig)
+        except psutil.NoSuchProcess:
+            pass
+    _, left = psutil.wait_procs(procs, timeout=30)
+    for p in left:
+        p.kill()
+
+
+def serve_cli(*args: str, token: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    if not token:  # as a shell without the README's `export RAY_AUTH_MODE=token`
+        env.pop("RAY_AUTH_MODE")
+    return subprocess.run(["serve", *args], env=env, capture_output=True, text=True, timeout=120)
+
+
 def main(sigkill: bool = False) -> dict:
-    # Ray's files and its address file in a directory of our own (see the module docstring), and
-    # workers at normal priority, as nlpserve.on_ray.local does for the single-node graph.
-    own_tmp = "RAY_TMPDIR" not in os.environ
-    if own_tmp:
-        os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="nlpserve-cluster-")
     tmp = os.environ["RAY_TMPDIR"]
-    os.environ.setdefault("RAY_worker_niceness", "0")
+    os.environ.update(local.serving_environment())  # HAProxy where installed, as the RayService runs it
     log("Ray files in", tmp)
     result: dict = {}
     began = time.monotonic()
-    # The dashboard serves the state API (list_actors); on a port of its own, 8265 may be taken.
-    head_args = {"num_cpus": 4, "include_dashboard": True, "dashboard_port": local.free_port()}
-    cluster = Cluster(initialize_head=True, head_node_args=head_args)
+    port, dashboard = local.free_port(), local.free_port()
+    sessions = []
     load = None
     try:
-        worker = cluster.add_node(num_cpus=2)
-        cluster.wait_for_nodes()
-        head_id, worker_id = cluster.head_node.node_id, worker.node_id
+        # The dashboard takes `serve deploy` and serves the state API (list_actors); on a port of its
+        # own, 8265 may be taken.
+        sessions.append(ray_start("--head", "--port", str(port), "--num-cpus", "4", "--dashboard-port", str(dashboard)))
+        address = f"127.0.0.1:{port}"
+        sessions.append(ray_start("--address", address, "--num-cpus", "2"))
+        ray.init(address=address, log_to_driver=False)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while len(nodes := [n for n in ray.nodes() if n["Alive"]]) < 2:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"two nodes not up after {START_TIMEOUT_S} s: {nodes}")
+            time.sleep(0.5)
+        head_id = next(n["NodeID"] for n in nodes if "node:__internal_head__" in n["Resources"])
+        worker_id = next(n["NodeID"] for n in nodes if n["NodeID"] != head_id)
         result["nodes"] = {"head": head_id, "worker": worker_id}
-        log("cluster up:", cluster.address, "head", head_id[:8], "worker", worker_id[:8])
+        log("cluster up:", address, "head", head_id[:8], "worker", worker_id[:8])
 
-        env = {"PYTHONPATH": str(local.ROOT)}  # workers import graph.py from the project root
-        ray.init(address=cluster.address, runtime_env={"env_vars": env}, log_to_driver=False)
         schema, targets = single_machine_schema(local.free_port())
         url = f"http://127.0.0.1:{schema.http_options.port}"
-        client = serve_start(http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location)
-        # Not _blocking=True: that gives up (TimeoutError) after 60 s, and eight replicas loading
-        # torch and spaCy on two shared cores can take longer.
-        client.deploy_apps(schema)
+        dashboard_url = f"http://127.0.0.1:{dashboard}"
+        refused = serve_cli("status", "--address", dashboard_url, token=False)
+        result["refused_without_token"] = refused.returncode != 0 and "token" in (refused.stderr + refused.stdout)
+        config = Path(tmp, "cluster.yaml")
+        config.write_text(yaml.safe_dump(schema.model_dump(mode="json", exclude_unset=True)))
+        deployed = serve_cli("deploy", str(config), "--address", dashboard_url)
+        if deployed.returncode != 0:
+            raise RuntimeError(f"serve deploy failed: {deployed.stderr[-2000:]}")
         deadline = time.monotonic() + START_TIMEOUT_S
         while not serve_healthy(targets):
             app = serve.status().applications.get(APP)
@@ -231,19 +292,17 @@ def main(sigkill: bool = False) -> dict:
             time.sleep(0.1)
         doomed = [a.pid for a in list_actors(filters=[("node_id", "=", worker_id)]) if a.state == "ALIVE"]
         removing = time.monotonic()
-        # Graceful by default (the raylet gets SIGTERM first), as remove_node does; --sigkill kills
-        # every process of the node at once, as a crash would.
-        cluster.remove_node(worker, allow_graceful=not sigkill)
+        # Graceful by default (SIGTERM to every process of the node, as `ray stop` does); --sigkill kills
+        # them all at once, as a crash would.
+        stop_session(sessions[1], signal.SIGKILL if sigkill else signal.SIGTERM)
         result["remove_node_s"] = round(time.monotonic() - removing, 3)
-        # The node is gone once its actors' processes have exited: remove_node kills the raylet,
-        # and the workers it started notice and exit on their own, a moment later.
         while any(map(alive, doomed)) and time.monotonic() < removing + 60:
             time.sleep(0.01)
         gone = time.monotonic()
         result["node_gone"] = not any(map(alive, doomed))
         result["node_gone_s"] = round(gone - removing, 3)
         log(
-            f"worker node removed ({'SIGKILL' if sigkill else 'graceful'}): remove_node took "
+            f"worker node stopped ({'SIGKILL' if sigkill else 'SIGTERM'}): its session took "
             f"{result['remove_node_s']} s, its {len(doomed)} actors' processes gone after {result['node_gone_s']} s"
         )
 
@@ -293,8 +352,9 @@ def main(sigkill: bool = False) -> dict:
         except Exception as e:  # noqa: BLE001 - shut the rest down whatever happened
             log("serve.shutdown failed:", e)
         ray.shutdown()
-        cluster.shutdown()
-    if own_tmp:  # kept after an exception, for its logs (the first progress line names it)
+        for sid in reversed(sessions):
+            stop_session(sid)
+    if OWN_TMP:  # kept after an exception, for its logs (the first progress line names it)
         shutil.rmtree(tmp, ignore_errors=True)
     result["total_s"] = round(time.monotonic() - began, 1)
     return result
