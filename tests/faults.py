@@ -1,6 +1,7 @@
-"""Deliberately broken task deployments for the degradation tests."""
+"""Deliberately broken or slow task deployments for the degradation tests."""
 
 import asyncio
+import time
 
 from ray import serve
 
@@ -33,3 +34,43 @@ class StuckSummary:
 
     def inputs(self) -> Inputs:
         return Inputs(default_spec())
+
+
+@serve.deployment(name="SlowNER", ray_actor_options={"num_cpus": 0}, graceful_shutdown_timeout_s=1)
+class SlowNER:
+    """Takes 1 s a call, finds no entities, and remembers how many texts each call held."""
+
+    def __init__(self) -> None:
+        self.texts: list[int] = []
+
+    async def __call__(self, refs: list, rows: list[list[int]], encoded: list | None = None) -> Reply:
+        n = sum(map(len, rows))
+        self.texts.append(n)
+        await asyncio.sleep(1)
+        return Reply([[] for _ in range(n)], self.info(), n, time.time(), 0.0, 1000.0, 1000.0)
+
+    def calls(self) -> list[int]:
+        return self.texts
+
+    def info(self) -> dict:
+        return {"name": "slow", "version": "0", "checksum": "0"}
+
+    def inputs(self) -> Inputs:
+        return Inputs(default_spec())
+
+
+def cache_app(args: dict):
+    """The real Ingress, Summarize and Encoder (NER and Sentiment broken), for a deploy by config
+    (tests/test_serve.py): a change of Summarize's user_config alone then reconfigures its replica in
+    place and leaves the ingress, and its result cache, as they were."""
+    from deployments.encoder import Encoder
+    from deployments.ingress import Ingress
+    from deployments.summarize import Summarize
+
+    small = {"ray_actor_options": {"num_cpus": 0.05}}
+    return Ingress.options(**small).bind(
+        BrokenNER.options(name="CacheNER").bind(),
+        BrokenNER.options(name="CacheSentiment").bind(),
+        Summarize.options(**small).bind(),
+        Encoder.options(user_config={}, **small).bind(),
+    )

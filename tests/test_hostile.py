@@ -23,8 +23,9 @@ def api_schema(url):
 schema = schemathesis.pytest.from_fixture("api_schema")
 
 
+@pytest.mark.slow
 @schema.parametrize()
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
 def test_generated_requests_get_documented_answers_and_never_5xx(case):
     # Default checks: no 5xx, documented status codes and content types, responses match their schemas,
     # schema-valid bodies accepted and schema-invalid ones rejected.

@@ -224,3 +224,32 @@ def test_the_object_store_does_not_grow_over_a_thousand_mixed_requests(url):
     assert codes == [200] * 1200
     # A leak of one object per request (or per task call) would add thousands; what stays is bounded.
     assert objects - base_objects < 100 and mib - base_mib < 16
+
+
+def test_a_request_that_gives_up_never_fails_the_rows_it_shared_a_call_with(url):
+    """NER takes 1 s a call. While it runs a first request's call, A (deadline 1.5 s) and then B arrive,
+    in batches of their own, and go in the next call together; A's deadline passes while that call runs. The call is not cancelled for
+    B, who waits for it: B gets its answer, A its deadline."""
+    from faults import BrokenNER, SlowNER, StuckSummary
+
+    from deployments.ingress import Ingress
+
+    none = {"ray_actor_options": {"num_cpus": 0}}
+    ingress = Ingress.options(name="ShareIngress", user_config={"result_cache_bytes": 0}, **none)
+    sentiment, summary = BrokenNER.options(name="ShareSentiment"), StuckSummary.options(name="ShareSummary")
+    serve.run(ingress.bind(SlowNER.bind(), sentiment.bind(), summary.bind()), name="share", route_prefix="/share")
+    ner = {"tasks": ["ner"]}
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            first = pool.submit(post, url, "/share/analyze", {"text": "Paris, first.", **ner})
+            time.sleep(0.3)
+            a = pool.submit(post, url, "/share/analyze", {"text": "Paris, A.", "deadline_ms": 1500, **ner})
+            time.sleep(0.3)  # in another ingress batch than A's
+            b = pool.submit(post, url, "/share/analyze", {"text": "Paris, B.", **ner})
+            answers = [f.result().json() for f in (first, a, b)]
+        calls = serve.get_deployment_handle("SlowNER", app_name="share").calls.remote().result()
+    finally:
+        serve.delete("share", _blocking=False)  # its replicas go in the background
+    assert calls == [1, 2]  # A and B in one call
+    assert answers[1]["ner"]["code"] == "deadline_exceeded", answers[1]
+    assert answers[0]["ner"] == [] and answers[2]["ner"] == [], answers
