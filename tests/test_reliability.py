@@ -228,8 +228,8 @@ def test_the_object_store_does_not_grow_over_a_thousand_mixed_requests(url):
 
 def test_a_request_that_gives_up_never_fails_the_rows_it_shared_a_call_with(url):
     """NER takes 1 s a call. While it runs a first request's call, A (deadline 1.5 s) and then B arrive,
-    in batches of their own, and go in the next call together; A's deadline passes while that call runs. The call is not cancelled for
-    B, who waits for it: B gets its answer, A its deadline."""
+    in batches of their own, and go in the next call together; A's deadline passes while that call
+    runs. The call is not cancelled for B, who waits for it: B gets its answer, A its deadline."""
     from faults import BrokenNER, SlowNER, StuckSummary
 
     from deployments.ingress import Ingress
