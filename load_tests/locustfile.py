@@ -4,15 +4,18 @@ are the benchmark's (bench/texts.py).
 
 Headless run from the project root against a running service (`serve run config/config.yaml`):
 
-    PYTHONPATH=. locust -f load_tests/locustfile.py --headless -u 8 -r 4 -t 60s \
+    locust -f load_tests/locustfile.py --headless -u 8 -r 4 -t 60s \
         --host http://127.0.0.1:8000 --csv /tmp/locust/run --html /tmp/locust/run.html
 """
 
 import random
+import sys
+from pathlib import Path
 
 from locust import HttpUser, between, task
 
-from bench.texts import PARAGRAPHS
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root: bench is not installed
+from bench.texts import PARAGRAPHS  # noqa: E402
 
 TASK_SETS = [["ner", "sentiment", "summary"], ["sentiment"], ["ner"], ["ner", "sentiment"]]
 REPEATED = 0.2  # share of requests that repeat a text seen before (the rest are new texts)

@@ -20,7 +20,7 @@ TEXTS = [
     "The National Weather Service said more storms were likely through Tuesday.",
 ]
 # Sentence-embedding cosine to torch float32 each kernel must reach. From bench.kernels over 200 news
-# texts: onnx-int8 (per-channel) min 0.991; torch-int8 (per-tensor, as Encoder.set_int8) min 0.916.
+# texts: onnx-int8 (per-channel) min 0.991; torch-int8 (per-tensor, TorchKernel with int8=True) min 0.916.
 MIN_COSINE = {"torch": 0.99999, "onnx": 0.99999, "onnx-int8": 0.98, "torch-int8": 0.90}
 
 

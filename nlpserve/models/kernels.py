@@ -45,7 +45,7 @@ def _load_model(model_dir: Path, attn: str = "sdpa") -> torch.nn.Module:
 
 
 class TorchKernel:
-    """Eager torch, float32 or with the Linear layers dynamically quantized to int8 (as Encoder.set_int8)."""
+    """Eager torch, float32 or with the Linear layers dynamically quantized to int8 (per tensor)."""
 
     def __init__(self, model_dir: Path, threads: int = 1, int8: bool = False) -> None:
         self.name = "torch-int8" if int8 else "torch"
