@@ -106,7 +106,7 @@ class Summary(BaseModel):
 
 
 class ErrorCode(str, Enum):
-    """Why a task did not answer (README, API)."""
+    """Why a task did not answer (README, API; docs/api.md)."""
 
     failed = "failed"  # the task raised
     timeout = "timeout"  # over its task timeout

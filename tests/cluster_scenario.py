@@ -1,6 +1,6 @@
 """Multi-node scenario for tests/test_cluster.py, run in its own process.
 
-A two-node Ray cluster on this machine started as README "Multi-node cluster" says, with token
+A two-node Ray cluster on this machine started as docs/cluster.md says, with token
 authentication on: ``ray start --head --block`` (4 CPUs) and ``ray start --address ... --block``
 (2 CPUs), each in a session of its own and stopped by its id; the graph of config/cluster.yaml
 deployed with ``serve deploy``; then the worker node stopped under light load. Prints progress to
@@ -187,7 +187,7 @@ def alive(pid: int) -> bool:
 
 
 def ray_start(*args: str) -> int:
-    """``ray start --block`` in a session of its own, as the README runs it; returns the session id."""
+    """``ray start --block`` in a session of its own, as docs/cluster.md runs it; returns the session id."""
     cmd = ["ray", "start", "--block", "--disable-usage-stats", "--node-ip-address", "127.0.0.1", *args]
     # Agents and metrics on ports of their own: the two nodes share this machine (and may share it
     # with another Ray).
@@ -223,7 +223,7 @@ def stop_session(sid: int, sig: int = signal.SIGTERM) -> None:
 
 def serve_cli(*args: str, token: bool = True) -> subprocess.CompletedProcess:
     env = dict(os.environ)
-    if not token:  # as a shell without the README's `export RAY_AUTH_MODE=token`
+    if not token:  # as a shell without docs/cluster.md's `export RAY_AUTH_MODE=token`
         env.pop("RAY_AUTH_MODE")
     return subprocess.run(["serve", *args], env=env, capture_output=True, text=True, timeout=120)
 

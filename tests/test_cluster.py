@@ -66,7 +66,7 @@ def test_replicas_spread_over_two_nodes_and_the_graph_recovers_when_one_is_remov
     for key, value in ({k: v for k, v in r.items() if k not in ("before", "nodes", "spread_before")} | short).items():
         print(f"{key}: {json.dumps(value)}")
 
-    # Started as the README says, with token authentication kept on: a CLI without the token is refused.
+    # Started as docs/cluster.md says, with token authentication kept on: a CLI without the token is refused.
     assert r["refused_without_token"]
     head, worker = r["nodes"]["head"], r["nodes"]["worker"]
     for name in TASKS:  # two replicas each, one per node: Serve's default SPREAD scheduling

@@ -1,5 +1,5 @@
 """RequestGuard without Ray: Host names, cross-site browser requests and CORS, so that DNS-rebinding and
-other sites' pages cannot make a visitor's browser use the service (README, API)."""
+other sites' pages cannot make a visitor's browser use the service (docs/api.md)."""
 
 import pytest
 from fastapi import FastAPI

@@ -1,4 +1,4 @@
-"""Readiness, health checks and the Grafana dashboard, without Ray (README, API and Metrics).
+"""Readiness, health checks and the Grafana dashboard, without Ray (docs/operations.md).
 tests/test_serve.py checks /readyz and the dashboard's metrics against the running graph."""
 
 import ast

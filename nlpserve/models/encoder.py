@@ -34,7 +34,7 @@ class Encoder:
     from the first window that holds it, so no part of a long text is dropped.
 
     ``kernel`` picks the forward pass (nlpserve.models.kernels): ONNX Runtime int8 by default, the fastest
-    here at a sentence-vector cosine of ~0.99 to torch float32 (README, Performance). Every kernel but
+    here at a sentence-vector cosine of ~0.99 to torch float32 (docs/performance.md). Every kernel but
     torch float32 runs each window alone: on one CPU thread padding batches gains nothing, and an int8
     kernel's activation scales would then depend on the other texts of the batch.
     """
