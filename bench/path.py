@@ -82,6 +82,9 @@ def ingress_stats():
         handle = serve.get_app_handle("nlp")
         yield lambda: handle.stats.remote().result()
     finally:
+        # Serve keeps its controller handle per job id, and the next cluster's first job has the same id:
+        # forget it, or the next session's handle is looked up through the dead one.
+        serve.context._disconnect()
         ray.shutdown()
 
 
