@@ -43,7 +43,8 @@ class IngressMetrics:
 
     def call(self, task: str, timing: dict, code: str | None) -> None:
         """One task call of a batch; ``code`` says how it failed: the task error's code, ``failed``, ``timeout``
-        or ``unavailable`` (docs/operations.md, Metrics). A request's ``deadline_exceeded`` is no failed call: not counted."""
+        or ``unavailable`` (docs/operations.md, Metrics). A request's ``deadline_exceeded`` is no failed call:
+        not counted."""
         self.task_latency.observe(timing["call_ms"], tags={"task": task})
         if timing.get("compute_ms") is not None:
             self.task_compute.observe(timing["compute_ms"], tags={"task": task})
