@@ -343,7 +343,7 @@ def report(res: dict) -> str:
         )
         + " |",
         "| texts per Encoder call / per NER call at 16 clients (mean) | ≥ 6 | "
-        + each(lambda g, s: f"{g['16']['texts_per_call']['Encoder']:.1f} / {g['16']['texts_per_call']['NER']:.1f}")
+        + each(lambda g, s: f"{g['16']['texts_per_call']['Encoder']:.1f} and {g['16']['texts_per_call']['NER']:.1f}")
         + " |",
         "| texts/s at 64 clients | moonshot ≥ 60 | " + each(lambda g, s: f"{g['64']['req_per_s']:.1f}") + " |",
         "",
