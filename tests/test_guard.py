@@ -6,7 +6,8 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from deployments.ingress import RequestGuard, api
+from deployments.guard import RequestGuard
+from deployments.ingress import api
 from nlpserve.schemas import IngressSettings
 
 BASE = "http://127.0.0.1:8000"

@@ -14,7 +14,8 @@ from pydantic import ValidationError
 
 from deployments.base import TaskReplica
 from deployments.encoder import Encoder
-from deployments.ingress import Ingress, RequestGuard
+from deployments.guard import RequestGuard
+from deployments.ingress import Ingress
 from nlpserve.pipeline import Inputs
 from nlpserve.schemas import IngressSettings
 from nlpserve.tokens import default_spec
