@@ -189,7 +189,7 @@ def _http(args: argparse.Namespace) -> dict:
         local.stop()
 
 
-def main(argv: list[str] | None = None) -> None:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nlpserve", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     a = sub.add_parser("analyze", help="analyze a JSONL file")
@@ -235,12 +235,17 @@ def main(argv: list[str] | None = None) -> None:
         "for the whole request, which is retried from the start",
     )
     a.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    cli = parser()
+    args = cli.parse_args(argv)
     args.errors = args.errors or args.output.with_suffix(".errors.jsonl")
 
     if args.engine == "ray-data":
         if args.url:
-            parser.error("--url is for --engine http")
+            cli.error("--url is for --engine http")
         from nlpserve.on_ray import bulk  # Ray Data is imported only for this engine
 
         summary = bulk.run(args)

@@ -52,6 +52,17 @@ class Pending:
 
 
 @dataclass
+class Stored:
+    """A batch as stored: per task the ObjectRef of its group's tokens, and what storing it took."""
+
+    refs: dict[str, Any] = field(default_factory=dict)
+    tokenize_s: float = 0.0
+    put_s: float = 0.0
+    encoded: int = 0  # texts tokenized (not found in the token cache)
+    steps: list[tracing.Step] = field(default_factory=list)
+
+
+@dataclass
 class Group:
     """Tasks whose tokenizers have the same fingerprint, and the one tokenizer they share."""
 
@@ -232,10 +243,36 @@ class Pipeline:
         stage; returns at once, one Pending per item, for ``finish``."""
         start = time.perf_counter()
         await self._current()
+        stored = await self._store(items)
+        rows = {t: [i for i, it in enumerate(items) if t in it.tasks] for t in self.tasks}
+        batch_of, spans = self._trace(items, start, stored.steps, rows)
+        calls = self._queue(stored.refs, {t: r for t, r in rows.items() if r}, spans, batch_of)
+        for t, call in calls.items():
+            if spans[t]:
+                call.add_done_callback(partial(self._end_spans, spans[t]))
+        tracing.end(batch_of)
+        for it in items:
+            self.wanted.update(calls[t] for t in it.tasks if t in calls)
+        timings = {
+            "groups": len(set(map(id, stored.refs.values()))),
+            "tokenize_ms": ms(stored.tokenize_s),
+            "tokenized_texts": stored.encoded,
+            "put_ms": ms(stored.put_s),
+        }
+        return [
+            Pending(
+                result=Answer({"batch_size": len(items), "queue_ms": ms(start - it.received), **timings}),
+                calls={t: (calls[t], rows[t].index(i)) for t in it.tasks if t in calls},
+                deadline=it.deadline,
+            )
+            for i, it in enumerate(items)
+        ]
+
+    async def _store(self, items: Sequence[Item]) -> Stored:
+        """The batch tokenized and put once per tokenizer group one of its tasks reads."""
         texts = [it.text for it in items]
         wanted = {t for it in items for t in it.tasks}
-        refs, tokenize_s, put_s, encoded = {}, 0.0, 0.0, 0
-        steps: list[tracing.Step] = []
+        stored = Stored()
         for group in self.groups.values():
             if wanted.isdisjoint(group.tasks):
                 continue
@@ -247,44 +284,27 @@ class Pipeline:
             t1 = time.perf_counter()
             ref = self.put(batch)
             t2 = time.perf_counter()
-            tokenize_s, put_s, encoded = tokenize_s + t1 - t0, put_s + t2 - t1, encoded + batch.encoded
-            steps.append((t0, t1, t2, batch.encoded))
-            refs.update(dict.fromkeys(group.tasks, ref))
-        self.stats.update(batches=1, items=len(items), puts=len({id(r) for r in refs.values()}))
-        self.on_batch(len(items), encoded, len(set(texts)))
-        rows = {t: [i for i, it in enumerate(items) if t in it.tasks] for t in self.tasks}
-        traced = any(it.trace for it in items)  # tracing is on and Serve sampled a request of the batch
-        batch_of = [None] * len(items)  # per item, its request's "batch" span
-        if traced:
-            traces, received = [it.trace for it in items], [it.received for it in items]
-            size = {"nlpserve.batch.texts": len(items), "nlpserve.batch.requests": len({it.request for it in items})}
-            batch_of = tracing.batch_spans(traces, received, start, steps, size)
-        # Per task and traced request, a span of the request's wait for the task's answer.
-        spans = {t: tracing.each(t, [items[i].trace for i in r]) if traced else [] for t, r in rows.items()}
-        calls = self._queue(refs, {t: r for t, r in rows.items() if r}, spans, batch_of)
-        for t, call in calls.items():
-            if spans[t]:
-                call.add_done_callback(partial(self._end_spans, spans[t]))
-        tracing.end(batch_of)
-        for it in items:
-            self.wanted.update(calls[t] for t in it.tasks if t in calls)
-        return [
-            Pending(
-                result=Answer(
-                    {
-                        "batch_size": len(items),
-                        "queue_ms": ms(start - it.received),
-                        "groups": len(set(map(id, refs.values()))),
-                        "tokenize_ms": ms(tokenize_s),
-                        "tokenized_texts": encoded,
-                        "put_ms": ms(put_s),
-                    }
-                ),
-                calls={t: (calls[t], rows[t].index(i)) for t in it.tasks if t in calls},
-                deadline=it.deadline,
-            )
-            for i, it in enumerate(items)
-        ]
+            stored.tokenize_s += t1 - t0
+            stored.put_s += t2 - t1
+            stored.encoded += batch.encoded
+            stored.steps.append((t0, t1, t2, batch.encoded))
+            stored.refs.update(dict.fromkeys(group.tasks, ref))
+        self.stats.update(batches=1, items=len(items), puts=len({id(r) for r in stored.refs.values()}))
+        self.on_batch(len(items), stored.encoded, len(set(texts)))
+        return stored
+
+    @staticmethod
+    def _trace(
+        items: Sequence[Item], start: float, steps: list[tracing.Step], rows: dict[str, list[int]]
+    ) -> tuple[list, dict[str, list]]:
+        """Per item its request's "batch" span, and per task the spans of the traced requests' wait for
+        its answer; empty unless tracing is on and Serve sampled a request of the batch."""
+        if not any(it.trace for it in items):
+            return [None] * len(items), dict.fromkeys(rows, [])
+        traces, received = [it.trace for it in items], [it.received for it in items]
+        size = {"nlpserve.batch.texts": len(items), "nlpserve.batch.requests": len({it.request for it in items})}
+        batch_of = tracing.batch_spans(traces, received, start, steps, size)
+        return batch_of, {t: tracing.each(t, [items[i].trace for i in r]) for t, r in rows.items()}
 
     def _queue(
         self, refs: dict[str, Any], rows: dict[str, list[int]], spans: dict[str, list], batch_of: list
