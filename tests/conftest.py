@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -19,6 +20,10 @@ METRICS_PORT = local.free_port()
 
 @pytest.fixture(scope="session")
 def url():
+    # Behind HAProxy an ingress replica that stops keeps answering for a drain period (Serve's default
+    # 30 s) while HAProxy stops sending to it; here 1 s: the tests replace and delete apps often, each
+    # time waiting out the drain, and nothing sends to a test app as it goes.
+    os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = "1"
     # Workers import the fault deployments from tests/.
     base = local.start(
         num_cpus=4, runtime_env={"env_vars": {"PYTHONPATH": str(TESTS)}}, _metrics_export_port=METRICS_PORT

@@ -32,7 +32,7 @@ def tiny_url(url, tiny_models):
     )
     serve.run(app, name="tiny", route_prefix="/tiny")
     yield url + "/tiny"
-    serve.delete("tiny")
+    serve.delete("tiny", _blocking=False)  # its replicas go in the background
 
 
 def test_tiny_models_serve_over_http_in_three_tokenizer_groups(tiny_url):
@@ -78,4 +78,4 @@ def test_a_bad_model_path_stops_the_deployment_with_a_clear_error(url, tmp_path)
     status = serve.status().applications["bad"].deployments["BadNER"]
     assert status.status == "DEPLOY_FAILED"
     assert f"ner: cannot load token-classification model '{missing}': no such directory" in status.message
-    serve.delete("bad")
+    serve.delete("bad", _blocking=False)
