@@ -19,7 +19,7 @@ from nlpserve import tracing
 from nlpserve.admission import Limits, Refused
 from nlpserve.answer import Answer
 from nlpserve.cache import ResultCache
-from nlpserve.dispatch import detached
+from nlpserve.dispatch import CallLimits, detached
 from nlpserve.errors import describe
 from nlpserve.pipeline import Item, Pending, Pipeline
 from nlpserve.resources import PAGE
@@ -160,11 +160,7 @@ class Ingress:
         self.analyze_items.set_max_batch_size(s.max_batch_size)
         self.analyze_items.set_batch_wait_timeout_s(s.batch_wait_timeout_s)
         self.pipeline.limit(
-            s.task_timeout_s,
-            s.task_timeouts_s,
-            s.max_calls_in_flight,
-            s.max_batch_size,
-            s.together_s,
+            CallLimits(s.task_timeout_s, s.task_timeouts_s, s.max_calls_in_flight, s.max_batch_size, s.together_s)
         )
         self.limits = Limits(s.max_text_chars, s.max_request_chars, s.max_text_tokens, s.max_request_tokens)
         api.state.settings = s

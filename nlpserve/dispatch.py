@@ -80,6 +80,18 @@ class Reply:
 
 
 @dataclass(frozen=True)
+class CallLimits:
+    """How the Dispatcher calls: the timeout of a call (per task where ``timeouts_s`` names it), calls
+    in flight per stage, texts per call, and how long a free stage waits for its batch's other stages."""
+
+    timeout_s: float = 30.0
+    timeouts_s: dict[str, float] = field(default_factory=dict)
+    max_in_flight: int = 1
+    max_texts: int = 32
+    together_s: float = 0.25
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What a task call gave one batch: per row its answer (or the same TaskError's JSON for each), the
     call's timings (schemas.TaskTiming) and the model that answered (None when the call failed)."""
@@ -133,10 +145,7 @@ class Dispatcher:
         tasks: dict[str, TaskCall],
         encoders: dict[str, EncodeCall],
         stats: Counter[str],
-        timeout_s: float = 30.0,
-        max_in_flight: int = 1,
-        max_texts: int = 32,
-        together_s: float = 0.25,
+        limits: CallLimits | None = None,
         on_call: Callable[[str, dict, str | None], None] = lambda task, timing, code: None,
         on_send: Callable[[str, int], None] = lambda name, texts: None,
         on_mismatch: Callable[[], None] = lambda: None,
@@ -144,18 +153,14 @@ class Dispatcher:
         self.tasks = tasks
         self.encoders = encoders
         self.stats = stats
-        self.timeout_s = timeout_s
-        self.timeouts_s: dict[str, float] = {}  # per task, over timeout_s
-        self.max_in_flight = max_in_flight
-        self.max_texts = max_texts
-        self.together_s = together_s
+        self.limits = limits or CallLimits()  # replaced whole by Pipeline.limit: calls from then on follow the new one
         self.on_call = on_call
         self.on_send = on_send
         self.on_mismatch = on_mismatch
         self.stages: dict[str, Stage] = {name: Stage() for name in (*tasks, *encoders)}
 
     def timeout(self, task: str) -> float:
-        return self.timeouts_s.get(task, self.timeout_s)
+        return self.limits.timeouts_s.get(task, self.limits.timeout_s)
 
     def in_flight(self, stage: str) -> int:
         return self.stages[stage].in_flight
@@ -223,12 +228,12 @@ class Dispatcher:
         """A batch's parts go to their stages together, so NER and the Encoder take the same batches: a
         part waits while a sibling's stage is busy, for at most ``together_s`` (a stuck stage holds up
         the others no longer than that)."""
-        if now - part.queued >= self.together_s:
+        if now - part.queued >= self.limits.together_s:
             return True
         return all(s.taken or not s.wanted() or self._free(s.stage) for s in part.siblings)
 
     def _free(self, stage: str) -> bool:
-        return self.stages[stage].in_flight < self.max_in_flight
+        return self.stages[stage].in_flight < self.limits.max_in_flight
 
     def _pump(self, name: str) -> None:
         """While the stage has a free slot, send what waits for it and is ready: as much as one call may take."""
@@ -241,7 +246,7 @@ class Dispatcher:
                 break
             parts, texts = [], 0
             for p in ready:
-                if parts and texts + len(p.rows) > self.max_texts:
+                if parts and texts + len(p.rows) > self.limits.max_texts:
                     break
                 parts.append(p)
                 texts += len(p.rows)
@@ -256,7 +261,7 @@ class Dispatcher:
             stage.timer.cancel()
             stage.timer = None
         if stage.queue and self._free(name):  # parts waiting for their siblings: look again when the first may go
-            wait = min(p.queued for p in stage.queue) + self.together_s - now
+            wait = min(p.queued for p in stage.queue) + self.limits.together_s - now
             stage.timer = asyncio.get_running_loop().call_later(max(wait, 0.0), self._pump, name)
 
     async def _send(self, name: str, parts: list[Part]) -> None:

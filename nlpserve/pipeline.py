@@ -13,7 +13,7 @@ from typing import Any
 
 from nlpserve import tracing
 from nlpserve.answer import Answer
-from nlpserve.dispatch import Dispatcher, EncodeCall, Outcome, TaskCall, detached, ms
+from nlpserve.dispatch import CallLimits, Dispatcher, EncodeCall, Outcome, TaskCall, detached, ms
 from nlpserve.errors import describe
 from nlpserve.schemas import ErrorCode, task_error
 from nlpserve.tokens import Tokenizer, TokenizerSpec
@@ -102,13 +102,11 @@ class Pipeline:
         tasks: dict[str, TaskCall],
         put: Callable[[Any], Any],
         encoders: dict[str, EncodeCall] | None = None,
-        timeout_s: float = 30.0,
+        limits: CallLimits | None = None,
         cache: Callable[[], MutableMapping | None] = lambda: None,
         on_call: Callable[[str, dict, str | None], None] = lambda task, timing, code: None,
         on_send: Callable[[str, int], None] = lambda name, texts: None,
         on_batch: Callable[[int, int, int], None] = lambda size, tokenized, unique: None,
-        max_in_flight: int = 1,
-        max_texts: int = 32,
     ) -> None:
         self.inputs = inputs
         self.tasks = tasks
@@ -121,9 +119,7 @@ class Pipeline:
             tasks,
             self.encoders,
             self.stats,
-            timeout_s,
-            max_in_flight,
-            max_texts,
+            limits or CallLimits(),
             on_call=on_call,
             on_send=on_send,
             on_mismatch=self._regroup,
@@ -141,18 +137,9 @@ class Pipeline:
         """A task's model changed (it refused tokens or vectors): ask again before the next batch."""
         self.stale = self.regroup = True
 
-    def limit(
-        self,
-        timeout_s: float,
-        timeouts_s: dict[str, float],
-        max_in_flight: int,
-        max_texts: int,
-        together_s: float,
-    ) -> None:
+    def limit(self, limits: CallLimits) -> None:
         """New limits, for the batches and task calls that start from now on."""
-        self.dispatch.timeout_s, self.dispatch.timeouts_s = timeout_s, timeouts_s
-        self.dispatch.max_in_flight, self.dispatch.max_texts = max_in_flight, max_texts
-        self.dispatch.together_s = together_s
+        self.dispatch.limits = limits
 
     def set_cache(self, cache: Callable[[], MutableMapping | None]) -> None:
         """New token caches (one per group) from ``cache()``, now and for groups formed later."""

@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from nlpserve.dispatch import Reply
+from nlpserve.dispatch import CallLimits, Reply
 from nlpserve.errors import TokenizerMismatch
 from nlpserve.pipeline import Inputs, Item, Pipeline
 from nlpserve.tokens import TokenCache, default_spec
@@ -30,7 +30,7 @@ def make(store, tasks, timeout_s=30.0, specs=None):
     async def ask():
         return {n: Inputs(s) for n, s in (specs or dict.fromkeys(tasks, default_spec())).items()}
 
-    return Pipeline(ask, tasks, put=store, timeout_s=timeout_s)
+    return Pipeline(ask, tasks, put=store, limits=CallLimits(timeout_s=timeout_s))
 
 
 def tokenizations(pipe) -> int:
@@ -236,7 +236,7 @@ def test_a_deadline_returns_the_finished_tasks_and_marks_the_others():
 def test_per_task_timeouts_override_the_default():
     store, log = Store(), []
     pipe = make(store, {"sentiment": counting_task(store, log, "sentiment"), "summary": _slow(1.0)})
-    pipe.dispatch.timeouts_s = {"summary": 0.1}
+    pipe.dispatch.limits = replace(pipe.dispatch.limits, timeouts_s={"summary": 0.1})
     (out,) = asyncio.run(pipe.run([Item("a", ("sentiment", "summary"))]))
     assert out["summary"] == {"error": "summary timed out after 0.1 s", "code": "timeout"}
     assert out["sentiment"] == "sentiment:a"
@@ -252,7 +252,8 @@ def test_a_busy_task_sends_its_waiting_calls_as_one_and_never_holds_up_another()
         return reply(["slow"] * sum(map(len, rows)))
 
     tasks = {"summary": slow, "sentiment": counting_task(store, log, "sentiment")}
-    pipe = Pipeline(lambda: _specs(dict.fromkeys(tasks, Inputs(default_spec()))), tasks, put=store, max_in_flight=1)
+    specs = dict.fromkeys(tasks, Inputs(default_spec()))
+    pipe = Pipeline(lambda: _specs(specs), tasks, put=store, limits=CallLimits(max_in_flight=1))
 
     async def go():
         slow_items = [(await pipe.start([Item(f"s{i}", ("summary",))]))[0] for i in range(3)]
@@ -347,7 +348,7 @@ def test_a_busy_graph_sends_what_waited_as_one_call_per_deployment_and_an_idle_o
 
         return call
 
-    pipe = graph(store, {t: task(t) for t in ("ner", "sentiment", "summary")}, encode, max_texts=4)
+    pipe = graph(store, {t: task(t) for t in ("ner", "sentiment", "summary")}, encode, limits=CallLimits(max_texts=4))
     tasks = ("ner", "sentiment", "summary")
 
     async def go():
@@ -394,7 +395,7 @@ def test_ner_waits_for_the_encoder_to_take_the_same_batches_but_never_long():
 
     tasks = ("ner", "sentiment")
     pipe = graph(store, {"ner": ner, "sentiment": head, "summary": head}, encode)
-    pipe.dispatch.together_s = 0.3
+    pipe.dispatch.limits = replace(pipe.dispatch.limits, together_s=0.3)
 
     async def go():
         first = await pipe.start([Item("a", tasks)])
@@ -476,7 +477,7 @@ def test_a_call_that_raises_at_once_frees_its_slot():
         raise RuntimeError("no replica")
 
     specs = {"ner": Inputs(default_spec())}
-    pipe = Pipeline(lambda: _specs(specs), {"ner": raises_at_once}, put=store, timeout_s=2.0, max_in_flight=1)
+    pipe = Pipeline(lambda: _specs(specs), {"ner": raises_at_once}, put=store, limits=CallLimits(timeout_s=2.0))
     for text in ("a", "b", "c"):
         (out,) = asyncio.run(pipe.run([Item(text, ("ner",))]))
         assert out["ner"] == {"error": "ner failed: RuntimeError: no replica", "code": "failed"}
@@ -552,7 +553,7 @@ def test_an_encoder_call_is_cancelled_once_no_head_waits_for_it(head_s, cancels)
         return reply(["ok"] * sum(map(len, rows)), "h")
 
     pipe = graph(Store(), {"sentiment": head, "summary": head}, encode)
-    pipe.dispatch.timeout_s = 0.2
+    pipe.dispatch.limits = replace(pipe.dispatch.limits, timeout_s=0.2)
     (out,) = asyncio.run(pipe.run([Item("a", ("sentiment", "summary"))]))
     assert [out[t] == "ok" for t in ("sentiment", "summary")] == [head_s == 0] * 2
     assert [e.cancels for e in encodings] == [cancels]
