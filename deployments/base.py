@@ -61,16 +61,8 @@ class TaskReplica(Configured):
         cancelled call (its caller gave up) stops its model within one chunk."""
         received, start = time.time(), time.perf_counter()
         self._ready()
-        for ref in [*refs, *(encoded or [])]:
-            if not isinstance(ref, ray.ObjectRef):
-                raise TypeError(f"expected ObjectRefs, got {type(ref).__name__}")
         used = [i for i, r in enumerate(rows) if r]
-        batch, flat = TokenBatch.join(await asyncio.gather(*(refs[i] for i in used)), [rows[i] for i in used])
-        got = time.perf_counter()
-        vectors: list[EncodedBatch] = []
-        if encoded:
-            answer = await encoded[0]  # the encoder's pass: here once it is done
-            vectors = [answer[i] for i in used]
+        batch, flat, vectors, got = await self._read(refs, rows, encoded, used)
         self.counts.update(calls=1, object_refs=len(used), rows=len(flat))
         async with self.lock:  # a reconfigure waits for it: one model and one set of settings per call
             model, info = self.model, self.model_info
@@ -95,6 +87,23 @@ class TaskReplica(Configured):
             encode_ms=vectors[0].compute_ms if vectors else None,
             encode_texts=vectors[0].texts if vectors else None,
         )
+
+    @staticmethod
+    async def _read(
+        refs: list, rows: list[list[int]], encoded: list | None, used: list[int]
+    ) -> tuple[TokenBatch, list[int], list[EncodedBatch], float]:
+        """The used refs' TokenBatches joined (and their rows in the joined batch), when they were read,
+        and for a head the encoder's answer for each, awaited after the tokens."""
+        for ref in [*refs, *(encoded or [])]:
+            if not isinstance(ref, ray.ObjectRef):
+                raise TypeError(f"expected ObjectRefs, got {type(ref).__name__}")
+        batch, flat = TokenBatch.join(await asyncio.gather(*(refs[i] for i in used)), [rows[i] for i in used])
+        got = time.perf_counter()
+        vectors: list[EncodedBatch] = []
+        if encoded:
+            answer = await encoded[0]  # the encoder's pass: here once it is done
+            vectors = [answer[i] for i in used]
+        return batch, flat, vectors, got
 
     @staticmethod
     def _check(model: TaskModel, name: str, batch: TokenBatch, vectors: list[EncodedBatch]) -> None:

@@ -192,7 +192,12 @@ def _http(args: argparse.Namespace) -> dict:
 def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nlpserve", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    a = sub.add_parser("analyze", help="analyze a JSONL file")
+    _analyze_arguments(sub.add_parser("analyze", help="analyze a JSONL file"))
+    return parser
+
+
+def _analyze_arguments(a: argparse.ArgumentParser) -> None:
+    """What to analyze, where the answers go, and which engine runs it."""
     a.add_argument("input", type=Path)
     a.add_argument("-o", "--output", type=Path, required=True)
     a.add_argument(
@@ -216,6 +221,11 @@ def parser() -> argparse.ArgumentParser:
         "started with `ray start` on this machine, else a new local Ray",
     )
     a.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    _request_arguments(a)
+
+
+def _request_arguments(a: argparse.ArgumentParser) -> None:
+    """How the http engine sends: batches, concurrency, retries, timeouts."""
     a.add_argument("--batch-size", type=_at_least(1), default=16, help="texts per request")
     a.add_argument("--concurrency", type=_at_least(1), default=4, help="requests in flight")
     a.add_argument(
@@ -235,7 +245,6 @@ def parser() -> argparse.ArgumentParser:
         "for the whole request, which is retried from the start",
     )
     a.add_argument("--quiet", action="store_true", help="no progress bar")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> None:

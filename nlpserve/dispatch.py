@@ -311,6 +311,17 @@ class Dispatcher:
         self.stats.update({f"sends.{name}": 1, f"texts.{name}": texts})
         self.on_send(name, texts)
 
+    @staticmethod
+    def _answer(parts: list[Part], reply: Reply, rows: int) -> None:
+        """Each part still waiting gets its rows of ``reply``."""
+        if len(reply.results) != rows:
+            raise RuntimeError(f"returned {len(reply.results)} results for {rows} texts")
+        k = 0
+        for p in parts:
+            if not p.future.done():
+                p.future.set_result((reply, reply.results[k : k + len(p.rows)]))
+            k += len(p.rows)
+
     async def _call(self, task: str, parts: list[Part], send: Callable[[], Any]) -> bool:
         """One remote call for ``parts`` (``send`` makes it); each part's future gets its rows' answers
         or the error. True if it answered."""
@@ -335,14 +346,7 @@ class Dispatcher:
                     error = "cancelled: nobody waits for it"
                     return False
                 raise asyncio.TimeoutError
-            reply: Reply = remote.result()
-            if len(reply.results) != rows:
-                raise RuntimeError(f"returned {len(reply.results)} results for {rows} texts")
-            k = 0
-            for p in parts:
-                if not p.future.done():
-                    p.future.set_result((reply, reply.results[k : k + len(p.rows)]))
-                k += len(p.rows)
+            self._answer(parts, remote.result(), rows)
             return True
         except Exception as e:  # noqa: BLE001 - handed to every waiting part, which reports it
             error = describe(e)
