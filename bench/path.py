@@ -17,6 +17,7 @@ import os
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -102,15 +103,25 @@ def texts_per_call(before: dict, after: dict) -> dict[str, float]:
     return out
 
 
-def measure(seconds: float) -> dict:
-    out = {"1": wrk.sweep(URL, [1], seconds)[0]}
-    with ingress_stats() as stats:
-        for clients in (16, 64):
-            wrk.run(URL, clients, 3)  # warm-up
-            before = stats()
-            out[str(clients)] = wrk.run(URL, clients, seconds)
-            out[f"texts_per_call_{clients}"] = texts_per_call(before, stats())
+def counted_sweep(
+    url: str, clients: list[int], seconds: float, stats: Callable[[], dict] | None = None
+) -> dict[str, dict]:
+    """wrk at each number of clients, after a 3 s warm-up at that number; with ``stats`` (the graph's
+    ingress counters), each deployment's texts per call in the counted run."""
+    out = {}
+    for c in clients:
+        wrk.run(url, c, 3.0)
+        before = stats() if stats else {}
+        r = wrk.run(url, c, seconds)
+        if stats:
+            r["texts_per_call"] = texts_per_call(before, stats())
+        out[str(c)] = r
     return out
+
+
+def measure(seconds: float) -> dict:
+    with ingress_stats() as stats:
+        return counted_sweep(URL, [1, 16, 64], seconds, stats)
 
 
 @contextmanager
@@ -158,9 +169,8 @@ def row(name: str, r: dict) -> str:
     one, sixteen, many = r["1"], r["16"], r["64"]
     failed = sum(x["non2xx"] + x["socket_errors"] + x["degraded"] for x in (one, sixteen, many))
     cpu = max(x["client_cpu_share"] for x in (one, sixteen, many))
-    calls = " | ".join(
-        f"{c.get('Encoder', 0):.1f} / {c.get('NER', 0):.1f}" for c in (r["texts_per_call_16"], r["texts_per_call_64"])
-    )
+    per_call = (x["texts_per_call"] for x in (sixteen, many))
+    calls = " | ".join(f"{c.get('Encoder', 0):.1f} / {c.get('NER', 0):.1f}" for c in per_call)
     return (
         f"| {name} | {one['p50_ms']:.1f} | {sixteen['req_per_s']:.1f} | {many['req_per_s']:.1f} | {calls} | "
         f"{failed} | {cpu:.1%} |"

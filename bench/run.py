@@ -25,9 +25,8 @@ import httpx
 import numpy as np
 import torch
 
-from bench import wrk
 from bench.load import load, percentiles
-from bench.path import HAPROXY, ingress_stats, serve_session, texts_per_call
+from bench.path import HAPROXY, counted_sweep, ingress_stats, serve_session, texts_per_call
 from bench.texts import PARAGRAPHS, make_texts
 from nlpserve.on_ray.local import ROOT, free_port
 from nlpserve.schemas import TASKS
@@ -151,20 +150,6 @@ def hops(r) -> dict:
         row["total, seen by the client"] = latency
         rows.append(row)
     return {k: statistics.median(row[k] for row in rows) for k in rows[0]}
-
-
-def wrk_headline(url: str, seconds: float, stats: Callable[[], dict] | None = None) -> dict[str, dict]:
-    """wrk at each of HEADLINE's numbers of clients, after a 3 s warm-up at that number; for the graph
-    (``stats`` reads its ingress's counters), each deployment's texts per call in the counted run."""
-    out = {}
-    for c in HEADLINE:
-        wrk.run(url, c, 3.0)
-        before = stats() if stats else {}
-        r = wrk.run(url, c, seconds)
-        if stats:
-            r["texts_per_call"] = texts_per_call(before, stats())
-        out[str(c)] = r
-    return out
 
 
 @contextmanager
@@ -448,7 +433,7 @@ def main() -> None:
         with serve_session(args.config, HAPROXY) as url, ingress_stats() as stats:
             if first:
                 res["serve"] = http_modes(url, scale, stats)
-            res["wrk"]["serve"].append(wrk_headline(url, seconds, stats))
+            res["wrk"]["serve"].append(counted_sweep(url, HEADLINE, seconds, stats))
             if first and args.locust_seconds:
                 res["locust"] = locust_run(url, args.out, args.locust_seconds)
         by_level = {}
@@ -457,7 +442,7 @@ def main() -> None:
             with separate_services(level) as url:
                 if first:
                     res["separate"][level] = http_modes(url, scale)
-                by_level[level] = wrk_headline(url, seconds)
+                by_level[level] = counted_sweep(url, HEADLINE, seconds)
         best_level = {str(c): pick({lv: by_level[lv][str(c)] for lv in LEVELS}, c, "req_per_s") for c in HEADLINE}
         res["wrk"]["separate"].append(best_level)
         res["wrk"]["separate_levels"].append(by_level)
