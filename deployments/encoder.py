@@ -13,6 +13,7 @@ from opentelemetry.trace import Span
 from ray import serve
 from ray.serve import metrics
 
+from deployments import HEALTH_CHECK_PERIOD_S
 from deployments.configured import Configured
 from nlpserve import tracing
 from nlpserve.device import choose_device
@@ -32,7 +33,12 @@ class AllSet:
         return all(e.is_set() for e in self.events)
 
 
-@serve.deployment(name="Encoder", ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=16)
+@serve.deployment(
+    name="Encoder",
+    ray_actor_options={"num_cpus": 0.5},
+    max_ongoing_requests=16,
+    health_check_period_s=HEALTH_CHECK_PERIOD_S,
+)
 class Encoder(Configured):
     def __init__(self) -> None:
         self.lock = asyncio.Lock()  # one pass at a time; a reconfigure waits for it

@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from ray import serve
 from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
+from deployments import HEALTH_CHECK_PERIOD_S
 from deployments.guard import RequestGuard
 from deployments.metrics import IngressMetrics
 from nlpserve import tracing
@@ -120,7 +121,16 @@ NOT_READY = {
 }
 
 
-@serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=128)
+# Beyond 128 requests in the replica and 64 waiting in the proxy, callers get a fast 503 with
+# Retry-After instead of joining an unbounded queue.
+@serve.deployment(
+    name="Ingress",
+    ray_actor_options={"num_cpus": 0.25},
+    max_ongoing_requests=128,
+    max_queued_requests=64,
+    backpressure_config={"retry_after_s": 1},
+    health_check_period_s=HEALTH_CHECK_PERIOD_S,
+)
 @serve.ingress(api)
 class Ingress:
     def __init__(

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
+from served import replica_options
 
 from nlpserve.schemas import IngressSettings
 
@@ -51,7 +52,8 @@ def test_cluster_config_is_the_single_node_graph_with_two_replicas_each():
     assert cluster.model_dump(exclude_unset=True) == expected
     (app,) = cluster.applications
     assert {d.name for d in app.deployments} == {"Ingress", *TASKS}
-    assert all(0 < d.ray_actor_options.num_cpus < 1 for d in app.deployments)
+    served = replica_options(yaml.safe_load((ROOT / "config" / "cluster.yaml").read_text()))
+    assert all(0 < o["num_cpus"] < 1 and o["replicas"] == 2 for o in served.values())
 
 
 @pytest.mark.serve

@@ -14,6 +14,7 @@ import pytest
 import ray
 import yaml
 from ray.serve.schema import DeploymentSchema, ServeApplicationSchema, ServeDeploySchema
+from served import replica_options
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFEST = ROOT / "deploy" / "rayservice.yaml"
@@ -86,11 +87,11 @@ def _ray_cpus(group: dict) -> float:
 def test_the_replicas_fit_the_cluster(manifest, serve_config):
     cluster = manifest["spec"]["rayClusterConfig"]
     pods = [(cluster["headGroupSpec"], 1)] + [(g, g["replicas"]) for g in cluster["workerGroupSpecs"]]
-    deployments = [d for app in serve_config["applications"] for d in app["deployments"]]
-    demand = sum(d["ray_actor_options"]["num_cpus"] * d["num_replicas"] for d in deployments)
+    served = replica_options(serve_config).values()
+    demand = sum(o["num_cpus"] * o["replicas"] for o in served)
     assert demand <= sum(_ray_cpus(group) * count for group, count in pods)
     largest = max(_ray_cpus(group) for group, _ in pods)
-    assert all(d["ray_actor_options"]["num_cpus"] <= largest for d in deployments)  # a replica lives on one pod
+    assert all(o["num_cpus"] <= largest for o in served)  # a replica lives on one pod
 
 
 def test_pods_run_one_image_and_probe_the_service(manifest, serve_config):
