@@ -73,7 +73,8 @@ def main() -> None:
     for title, k in lengths.items():
         weights = SWEEP if args.sweep else (0.0, args.weight)
         results = {
-            w: measure(ExtractiveSummarizer(max_sentences=k, lead_prior=w), batch, vectors, leads) for w in weights
+            w: measure(ExtractiveSummarizer(SummarySettings(max_sentences=k, lead_prior=w)), batch, vectors, leads)
+            for w in weights
         }
         print(f"\n{title}\n{'lead_prior':>22}" + "".join(f"{w:>8g}" for w in weights))
         for metric in results[weights[0]]:

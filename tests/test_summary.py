@@ -60,15 +60,15 @@ def old_select(model: ExtractiveSummarizer, sentences: list[Sentence], vecs: np.
     n = len(sentences)
     if n == 0:
         return []
-    k = min(model.max_sentences, max(1, math.ceil(n * model.ratio)))
+    k = min(model.settings.max_sentences, max(1, math.ceil(n * model.settings.ratio)))
     weights = np.array([x.last - x.first for x in sentences], dtype=np.float32)
     centroid = weights @ vecs
     centrality = vecs @ (centroid / max(float(np.linalg.norm(centroid)), 1e-9))
     picked: list[int] = []
-    budget = model.max_chars
+    budget = model.settings.max_chars
     while len(picked) < k:
         penalty = (vecs @ vecs[picked].T).max(1) if picked else np.zeros(n)
-        score = centrality - model.redundancy * penalty
+        score = centrality - model.settings.redundancy * penalty
         fits = [i for i in range(n) if i not in picked and sentences[i].end - sentences[i].start <= budget]
         if not fits:
             break
@@ -93,19 +93,20 @@ def random_text(rng: np.random.Generator) -> tuple[list[Sentence], np.ndarray]:
 def test_lead_prior_zero_selects_as_before(max_chars):
     rng = np.random.default_rng(max_chars)
     for _ in range(200):
-        model = ExtractiveSummarizer(
+        settings = SummarySettings(
             ratio=float(rng.uniform(0.05, 1)),
             max_sentences=int(rng.integers(1, 6)),
             max_chars=max_chars,
             redundancy=float(rng.uniform(0, 1)),
             lead_prior=0.0,
         )
+        model = ExtractiveSummarizer(settings)
         sentences, vecs = random_text(rng)
         assert model.select(sentences, vecs) == old_select(model, sentences, vecs)
 
 
 def test_the_lead_prior_is_on_by_default_in_the_settings_and_the_model():
-    assert SummarySettings().lead_prior == ExtractiveSummarizer().lead_prior > 0
+    assert ExtractiveSummarizer().settings.lead_prior > 0
     with pytest.raises(ValueError):
         SummarySettings(lead_prior=-0.1)
 
@@ -130,12 +131,12 @@ def news(tokenizer):
 @pytest.mark.parametrize("story", ["vaccine-trial", "bird-count", "pension-reform"])
 def test_the_lead_prior_picks_the_lead_where_centrality_alone_does_not(news, story):
     sentences, vecs = news[story]
-    assert ExtractiveSummarizer(max_sentences=1, lead_prior=0.0).select(sentences, vecs) != [0]
-    assert ExtractiveSummarizer(max_sentences=1).select(sentences, vecs) == [0]
+    assert ExtractiveSummarizer(SummarySettings(max_sentences=1, lead_prior=0.0)).select(sentences, vecs) != [0]
+    assert ExtractiveSummarizer(SummarySettings(max_sentences=1)).select(sentences, vecs) == [0]
 
 
 def test_lead_prior_zero_selects_as_before_on_news(news):
     for max_sentences in (1, 3):
-        model = ExtractiveSummarizer(max_sentences=max_sentences, lead_prior=0.0)
+        model = ExtractiveSummarizer(SummarySettings(max_sentences=max_sentences, lead_prior=0.0))
         for sentences, vecs in news.values():
             assert model.select(sentences, vecs) == old_select(model, sentences, vecs)

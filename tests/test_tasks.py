@@ -10,6 +10,7 @@ from nlpserve.models.sentiment import SentimentModel
 from nlpserve.models.summarize import ExtractiveSummarizer, split_sentences
 from nlpserve.models.windows import windows
 from nlpserve.resources import minilm_dir
+from nlpserve.schemas import SummarySettings
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +139,7 @@ def test_sentences_split_on_real_boundaries_only(tokenizer):
 
 
 def test_summary_picks_input_sentences_in_order(tokenizer, encoder):
-    model = ExtractiveSummarizer(ratio=0.5, max_sentences=3)
+    model = ExtractiveSummarizer(SummarySettings(ratio=0.5, max_sentences=3))
     b = tokenizer([NEWS, "Only one sentence here."])
     out = model(b, [0, 1], vectors(encoder, b, [0, 1]))
     first, single = out
@@ -152,7 +153,7 @@ def test_summary_picks_input_sentences_in_order(tokenizer, encoder):
 
 
 def test_summary_is_bounded(tokenizer, encoder):
-    model = ExtractiveSummarizer(max_chars=100)
+    model = ExtractiveSummarizer(SummarySettings(max_chars=100))
     text = "word " * 300
     b = tokenizer([text])
     out = model(b, [0], vectors(encoder, b, [0]))[0]

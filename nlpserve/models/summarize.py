@@ -134,20 +134,10 @@ class ExtractiveSummarizer:
 
     name = "extractive-all-MiniLM-L6-v2"
 
-    def __init__(
-        self,
-        ratio: float = 0.3,
-        max_sentences: int = 3,
-        max_chars: int = 800,
-        redundancy: float = 0.5,
-        lead_prior: float = 0.08,  # SummarySettings' default, measured by scripts/eval_summary.py
-    ) -> None:
+    def __init__(self, settings: SummarySettings | None = None) -> None:
+        """``settings``: the summary knobs (ratio, max_sentences, ...); SummarySettings' defaults if None."""
         self.encoder = default_encoder_key()
-        self.ratio = ratio
-        self.max_sentences = max_sentences
-        self.max_chars = max_chars
-        self.redundancy = redundancy
-        self.lead_prior = lead_prior
+        self.configure(settings or SummarySettings())
 
     @property
     def spec(self) -> TokenizerSpec:
@@ -158,8 +148,7 @@ class ExtractiveSummarizer:
         return torch.device("cpu")
 
     def configure(self, settings: SummarySettings) -> None:
-        for key in ("ratio", "max_sentences", "max_chars", "redundancy", "lead_prior"):
-            setattr(self, key, getattr(settings, key))
+        self.settings = settings
 
     def info(self) -> dict:
         weights = checksum(minilm_dir() / "model.safetensors")
@@ -170,17 +159,17 @@ class ExtractiveSummarizer:
         n = len(sentences)
         if n == 0:
             return []
-        k = min(self.max_sentences, max(1, math.ceil(n * self.ratio)))
+        k = min(self.settings.max_sentences, max(1, math.ceil(n * self.settings.ratio)))
         weights = np.array([x.last - x.first for x in sentences], dtype=np.float32)
         centroid = weights @ vecs
         centrality = vecs @ (centroid / max(float(np.linalg.norm(centroid)), 1e-9))
-        prior = self.lead_prior / np.arange(1, n + 1)
+        prior = self.settings.lead_prior / np.arange(1, n + 1)
         picked: list[int] = []
-        budget = self.max_chars
+        budget = self.settings.max_chars
         while len(picked) < k:
             # Similarity to the picked ones only: n x k, never the n x n matrix of a text of many sentences.
             penalty = (vecs @ vecs[picked].T).max(1) if picked else np.zeros(n)
-            score = centrality - self.redundancy * penalty + prior
+            score = centrality - self.settings.redundancy * penalty + prior
             fits = [
                 i for i in range(n)
                 if i not in picked and sentences[i].end - sentences[i].start <= budget
@@ -195,10 +184,10 @@ class ExtractiveSummarizer:
         return sorted(picked)
 
     def _clip(self, text: str, s: Sentence) -> tuple[int, int]:
-        if s.end - s.start <= self.max_chars:
+        if s.end - s.start <= self.settings.max_chars:
             return s.start, s.end
-        cut = text.rfind(" ", s.start, s.start + self.max_chars)
-        return s.start, cut if cut > s.start else s.start + self.max_chars
+        cut = text.rfind(" ", s.start, s.start + self.settings.max_chars)
+        return s.start, cut if cut > s.start else s.start + self.settings.max_chars
 
     @staticmethod
     def sentence_vectors(tokens: np.ndarray, sentences: list[Sentence], prefix: int) -> np.ndarray:
