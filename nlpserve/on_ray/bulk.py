@@ -31,13 +31,13 @@ import pyarrow.parquet as pq
 import ray
 
 from nlpserve.jsonl import Line, done_lines, error_record, numbered, read
+from nlpserve.models import SETTINGS, build, build_encoder
 from nlpserve.schemas import (
     TASKS,
     EncoderSettings,
     IngressSettings,
     NERSettings,
     SentimentSettings,
-    SummarySettings,
     TaskSettings,
 )
 from nlpserve.tokens import TokenBatch, Tokenizer
@@ -123,11 +123,9 @@ class Tokenize(Stage):
 
 class NER(Stage):
     def __init__(self, keep: list[str] | None = None) -> None:
-        from nlpserve.models.ner import SpacyNER
-
         super().__init__(keep)
         settings = NERSettings()
-        self.model = SpacyNER(settings.model, settings.kernel)
+        self.model = build("ner", settings)
         self.info = _info(self.model, settings)
 
     def add(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -137,11 +135,8 @@ class NER(Stage):
 
 class Encode(Stage):
     def __init__(self, keep: list[str] | None = None) -> None:
-        from nlpserve.models.encoder import Encoder
-
         super().__init__(keep)
-        settings = EncoderSettings()
-        self.model = Encoder(kernel=settings.kernel, threads=settings.torch_threads)
+        self.model = build_encoder(EncoderSettings())
 
     def add(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         tokens = _tokens(batch, self.tokenizer)
@@ -155,19 +150,14 @@ class Heads(Stage):
     def __init__(self, tasks: list[str], keep: list[str] | None = None) -> None:
         import torch
 
-        from nlpserve.models.sentiment import SentimentModel
-        from nlpserve.models.summarize import ExtractiveSummarizer
-
         super().__init__(keep)
-        models = {}  # task -> (model, its settings)
-        if "sentiment" in tasks:
-            models["sentiment"] = (SentimentModel(), SentimentSettings())
-        if "summary" in tasks:
-            settings = SummarySettings()
-            keys = {"ratio", "max_sentences", "max_chars", "redundancy", "lead_prior"}
-            models["summary"] = (ExtractiveSummarizer(**settings.model_dump(include=keys)), settings)
         kernel = EncoderSettings().kernel  # the heads' answers depend on the kernel that made the vectors
-        self.models = {t: (m, _info(m, s, encoder=kernel)) for t, (m, s) in models.items()}
+        self.models = {}  # task -> (model, its info)
+        for task in ("sentiment", "summary"):
+            if task in tasks:
+                settings = SETTINGS[task]()
+                model = build(task, settings)
+                self.models[task] = (model, _info(model, settings, encoder=kernel))
         torch.set_num_threads(SentimentSettings().torch_threads)  # the sentiment head is the torch model
 
     def add(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
