@@ -50,9 +50,9 @@ def test_nlpserve_runs_without_ray_outside_on_ray():
 
 def test_settings_that_need_no_reload_reach_the_model():
     summary = build("summary", SummarySettings())
-    assert summary.ratio == 0.3 and summary.lead_prior == SummarySettings().lead_prior
+    assert summary.settings.ratio == 0.3 and summary.settings.lead_prior == SummarySettings().lead_prior
     summary.configure(SummarySettings(ratio=0.5, max_sentences=1))
-    assert summary.ratio == 0.5 and summary.max_sentences == 1
+    assert summary.settings.ratio == 0.5 and summary.settings.max_sentences == 1
 
 
 def test_spacy_and_the_heads_say_they_stay_on_the_cpu():
