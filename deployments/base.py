@@ -18,9 +18,9 @@ from nlpserve.device import choose_device
 from nlpserve.dispatch import Reply
 from nlpserve.errors import EncoderMismatch, TokenizerMismatch
 from nlpserve.models import SETTINGS, TaskModel, build
-from nlpserve.pipeline import Inputs
 from nlpserve.schemas import Task
 from nlpserve.tokens import EncodedBatch, TokenBatch
+from nlpserve.topology import Inputs
 
 
 class TaskReplica(Configured):

@@ -18,9 +18,9 @@ from deployments.configured import Configured
 from nlpserve import tracing
 from nlpserve.device import choose_device
 from nlpserve.models import EncoderModel, build_encoder
-from nlpserve.pipeline import Inputs
 from nlpserve.schemas import EncoderSettings
 from nlpserve.tokens import EncodedBatch, TokenBatch
+from nlpserve.topology import Inputs
 
 
 class AllSet:

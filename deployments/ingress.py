@@ -34,6 +34,7 @@ from nlpserve.schemas import (
     VersionResponse,
 )
 from nlpserve.tokens import TokenCache
+from nlpserve.topology import Topology
 
 api = FastAPI(
     title="nlpserve",
@@ -57,34 +58,6 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
         return JSONResponse({"detail": f"malformed JSON: {ctx.get('error', 'cannot parse body')}"}, status_code=400)
     detail = [{k: e[k] for k in ("type", "loc", "msg") if k in e} for e in errors]
     return JSONResponse({"detail": detail}, status_code=422)
-
-
-def unready(pipeline: Pipeline, inputs: dict) -> dict[str, str]:
-    """What keeps the service from being ready, {task or encoder: why}; empty when it is ready: every task
-    and encoder said what it reads in the last round of ``inputs()`` (``inputs``: its answers) and every
-    task is in a tokenizer group. Errors are named by type only: any Host may ask (/version has more)."""
-    if not inputs:
-        return {"inputs": "not asked yet"}
-    why = {
-        # Ray wraps what a replica raised: its cause is the error to name.
-        name: f"did not say what it reads ({type(getattr(answer, 'cause', None) or answer).__name__})"
-        for name, answer in inputs.items()
-        if isinstance(answer, BaseException)
-    }
-    for task, reason in pipeline.unknown.items():  # e.g. a head whose encoder no deployment serves
-        why.setdefault(task, reason)
-    return why
-
-
-def answering(task: str, infos: dict, encoder_of: dict[str, str]) -> dict | BaseException | None:
-    """What answers ``task`` now, as its answers' ``models`` say, from the deployments' ``info()``
-    answers: the model, its settings and device, and for a head the kernel of the encoder it reads;
-    the exception that stopped an ``info()`` it needs; None if one is missing."""
-    info, encoder = infos.get(task), encoder_of.get(task)
-    if encoder is None or not isinstance(info, dict):
-        return info
-    kernel = infos.get(encoder)
-    return {**info, "encoder": kernel["kernel"]} if isinstance(kernel, dict) else kernel
 
 
 @dataclass(frozen=True)
@@ -146,8 +119,9 @@ class Ingress:
         self.page_html = PAGE.read_text()
         self.settings = IngressSettings()
         self.metrics = IngressMetrics()
+        self.topology = Topology(self._inputs, self.handles, self.encoders)
         self.pipeline = Pipeline(
-            self._inputs,
+            self.topology,
             {name: h.remote for name, h in self.handles.items()},
             put=ray.put,
             encoders={name: partial(_encode, h) for name, h in self.encoders.items()},
@@ -160,7 +134,6 @@ class Ingress:
         self.results: ResultCache | None = None
         self.caches: tuple | None = None  # the settings the caches were made with
         self.asked: dict[str, tuple[float, asyncio.Future]] = {}  # per deployment, its latest info() call
-        self.last_inputs: dict = {}  # the last round of inputs() answers, for /readyz
         self.counting = asyncio.Semaphore(1)  # requests whose tokens are being counted (_admit)
         self.reconfigure({})
 
@@ -178,7 +151,7 @@ class Ingress:
         if caches == self.caches:  # keyed on texts and on what made each answer: still right
             return
         self.caches = caches
-        self.pipeline.set_cache(
+        self.topology.set_cache(
             lambda: TokenCache(s.token_cache_bytes, s.token_cache_ttl_s) if s.token_cache_bytes else None
         )
         self.results = ResultCache(s.result_cache_bytes, s.result_cache_ttl_s) if s.result_cache_bytes else None
@@ -213,9 +186,8 @@ class Ingress:
         return dict(zip(handles, answers))
 
     async def _inputs(self) -> dict:
-        """What each task's model and each encoder reads (tokenizer, encoder); kept for /readyz."""
-        self.last_inputs = await self._ask("inputs", self.deployments)
-        return self.last_inputs
+        """What each task's model and each encoder reads (tokenizer, encoder)."""
+        return await self._ask("inputs", self.deployments)
 
     async def _cached(
         self, texts: list[str], tasks: tuple[str, ...], arrived: float, deadline: float | None
@@ -235,12 +207,11 @@ class Ingress:
     async def _answering_now(self, tasks: tuple[str, ...], arrived: float, deadline: float | None) -> dict[str, dict]:
         """Per task of ``tasks`` whose answer came in time, what answers it now, as its answers' ``models``
         say: the model, its settings and device, and for a head the kernel of the encoder it reads."""
-        names = {*tasks, *(self.pipeline.encoder_of[t] for t in tasks if t in self.pipeline.encoder_of)}
-        asked = {name: self._info(name, arrived) for name in names}
+        asked = {name: self._info(name, arrived) for name in self.topology.reads(tasks)}
         left = None if deadline is None else max(0.0, deadline - time.perf_counter())
         await asyncio.wait(asked.values(), timeout=left)
         infos = {name: a.result() for name, a in asked.items() if a.done()}
-        now = {task: answering(task, infos, self.pipeline.encoder_of) for task in tasks}
+        now = {task: self.topology.answering(task, infos) for task in tasks}
         return {task: info for task, info in now.items() if isinstance(info, dict)}
 
     def _info(self, name: str, arrived: float) -> asyncio.Future:
@@ -259,7 +230,7 @@ class Ingress:
         try:
             self.limits.check_chars(texts, labels)
             if self.limits.needs_counting(texts):
-                tokenizers = await self.pipeline.tokenizers(tasks)
+                tokenizers = await self.topology.tokenizers(tasks)
                 async with self.counting:
                     await asyncio.to_thread(self.limits.check_tokens, texts, labels, tokenizers)
         except Refused as e:
@@ -339,8 +310,8 @@ class Ingress:
         """Ready when every task and encoder said what it reads in the last round of inputs() and every task
         is in a tokenizer group, else 503 naming what is missing. A stale round (a task did not answer, a
         model was swapped) is asked again first, so a new ingress is ready on its first probe."""
-        await self.pipeline.fresh()
-        missing = unready(self.pipeline, self.last_inputs)
+        await self.topology.fresh()
+        missing = self.topology.unready()
         if missing:
             return JSONResponse({"status": "not ready", "missing": missing}, status_code=503)
         return JSONResponse({"status": "ready"})
@@ -348,23 +319,24 @@ class Ingress:
     @api.get("/version", response_model=VersionResponse, response_model_exclude_none=True)
     async def version(self) -> dict:
         """Asked of the task replicas on every call, so it follows redeploys and reconfigures."""
-        await self.pipeline.fresh()
+        await self.topology.fresh()
         infos = await self._ask("info", self.deployments)
-        now = {task: answering(task, infos, self.pipeline.encoder_of) for task in self.handles}
+        now = {task: self.topology.answering(task, infos) for task in self.handles}
         tasks = {name: {"error": describe(a)} if isinstance(a, BaseException) else a for name, a in now.items()}
-        groups = self.pipeline.group_info()
+        groups = self.topology.group_info()
         return {"service": metadata.version("nlpserve"), "tokenizer_groups": groups, "tasks": tasks}
 
     async def stats(self) -> dict:
         """Counters: batches, tokenizations (per tokenizer group), puts, calls per task, cache hits and misses."""
         results = self.results.counts if self.results else {}
-        tokens = self.pipeline.tokenizer_counts()
+        tokens = self.topology.tokenizer_counts()
         return {
             **self.pipeline.stats,
+            "refreshes": self.topology.refreshes,
             "result_cache_hits": results.get("hits", 0),
             "result_cache_misses": results.get("misses", 0),
             "tokenizations": tokens["calls"],
             "token_cache_hits": tokens["cache_hits"],
             "token_cache_misses": tokens["cache_misses"],
-            "groups": self.pipeline.group_info(),
+            "groups": self.topology.group_info(),
         }

@@ -6,29 +6,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 from nlpserve import tracing
 from nlpserve.answer import Answer
-from nlpserve.dispatch import CallLimits, Dispatcher, EncodeCall, Outcome, TaskCall, detached, ms
-from nlpserve.errors import describe
+from nlpserve.dispatch import CallLimits, Dispatcher, EncodeCall, Outcome, TaskCall, ms
 from nlpserve.schemas import ErrorCode, task_error
-from nlpserve.tokens import Tokenizer, TokenizerSpec
-
-# Asks each task and encoder what it reads: {name: Inputs}, or {name: exception} where it cannot say.
-InputsCall = Callable[[], Awaitable[dict[str, "Inputs | BaseException"]]]
-
-
-@dataclass(frozen=True)
-class Inputs:
-    """What a task reads: tokens of ``tokenizer`` and, for a head, the vectors of the shared encoder
-    whose key is ``encoder``. An encoder answers with its own tokenizer and key."""
-
-    tokenizer: TokenizerSpec
-    encoder: str | None = None
+from nlpserve.topology import Group, Topology
 
 
 @dataclass(frozen=True)
@@ -62,14 +49,6 @@ class Stored:
     steps: list[tracing.Step] = field(default_factory=list)
 
 
-@dataclass
-class Group:
-    """Tasks whose tokenizers have the same fingerprint, and the one tokenizer they share."""
-
-    tokenizer: Tokenizer
-    tasks: list[str]
-
-
 # Batches this small are tokenized on the event loop: a few ms at most, less than handing them to a
 # thread and back costs in a busy replica. Larger ones go to a thread, so other requests go on meanwhile.
 INLINE_CHARS = 8_000
@@ -82,37 +61,34 @@ def expired(task: str) -> dict:
 class Pipeline:
     """Runs one batch of requests through the task callables.
 
-    Tasks are grouped by the fingerprint of the tokenizer each needs (``inputs``, asked of
-    the tasks and encoders before the first batch and again after a mismatch). For every group
-    some item needs, the batch is tokenized once and ``put`` (``ray.put`` in Serve) once;
-    every task requested by at least one item is called once with its group's reference and
-    the rows that asked for it. Tasks that read the same encoder (equal keys: weights checksum
-    and tokenizer fingerprint) share one encoder call per batch, over the rows any of them needs,
-    whose answer goes to each of them unawaited. Task calls go through a Dispatcher (in-flight
-    limits, waiting calls sent together, timeouts): a task that fails becomes ``{"error": ...,
+    Tasks are grouped by the fingerprint of the tokenizer each needs (``topology``, which asks the tasks
+    and encoders what they read). For every group some item needs, the batch is tokenized once and
+    ``put`` (``ray.put`` in Serve) once; every task requested by at least one item is called once with
+    its group's reference and the rows that asked for it. Tasks that read the same encoder (equal keys:
+    weights checksum and tokenizer fingerprint) share one encoder call per batch, over the rows any of
+    them needs, whose answer goes to each of them unawaited. Task calls go through a Dispatcher
+    (in-flight limits, waiting calls sent together, timeouts): a task that fails becomes ``{"error": ...,
     "code": ...}`` in the rows that asked for it; the other tasks are unaffected. An item with a
     ``deadline`` gets what is done by then. Work nobody waits for is stopped: a task call whose items
-    have all timed out, passed their deadlines or gone away is cancelled, and so is an encoder call
-    once none of its heads' calls is still waiting for it.
+    have all timed out, passed their deadlines or gone away is cancelled, and so is an encoder call once
+    none of its heads' calls is still waiting for it.
     """
 
     def __init__(
         self,
-        inputs: InputsCall,
+        topology: Topology,
         tasks: dict[str, TaskCall],
         put: Callable[[Any], Any],
         encoders: dict[str, EncodeCall] | None = None,
         limits: CallLimits | None = None,
-        cache: Callable[[], MutableMapping | None] = lambda: None,
         on_call: Callable[[str, dict, str | None], None] = lambda task, timing, code: None,
         on_send: Callable[[str, int], None] = lambda name, texts: None,
         on_batch: Callable[[int, int, int], None] = lambda size, tokenized, unique: None,
     ) -> None:
-        self.inputs = inputs
+        self.topology = topology
         self.tasks = tasks
         self.put = put
         self.encoders = encoders or {}
-        self.cache = cache
         self.on_batch = on_batch  # per batch: its texts, how many were tokenized, how many differ
         self.stats: Counter[str] = Counter()
         self.dispatch = Dispatcher(
@@ -122,103 +98,13 @@ class Pipeline:
             limits or CallLimits(),
             on_call=on_call,
             on_send=on_send,
-            on_mismatch=self._regroup,
+            on_mismatch=topology.mismatch,
         )
-        self.groups: dict[str, Group] = {}
-        self.encoder_of: dict[str, str] = {}  # head task -> the encoder whose vectors it reads
-        self.unknown: dict[str, str] = {}  # task -> why its tokenizer or encoder is not known
-        self.known: dict[str, Inputs] = {}  # the last answer of every task and encoder that gave one
-        self.stale = True
-        self.regroup = False  # a task's model changed: the next batch waits for new groups
-        self.refreshing: asyncio.Future | None = None
         self.wanted: Counter[asyncio.Future] = Counter()  # per task call, the items still waiting for it
-
-    def _regroup(self) -> None:
-        """A task's model changed (it refused tokens or vectors): ask again before the next batch."""
-        self.stale = self.regroup = True
 
     def limit(self, limits: CallLimits) -> None:
         """New limits, for the batches and task calls that start from now on."""
         self.dispatch.limits = limits
-
-    def set_cache(self, cache: Callable[[], MutableMapping | None]) -> None:
-        """New token caches (one per group) from ``cache()``, now and for groups formed later."""
-        self.cache = cache
-        for g in self.groups.values():
-            g.tokenizer.cache = cache()
-
-    async def refresh(self) -> None:
-        """Ask the tasks and encoders what they read and regroup; a known tokenizer keeps its cache.
-        One that cannot answer now keeps its last known answer (it may be busy), and is asked again."""
-        self.regroup = False  # a mismatch from now on asks again
-        answers = await self.inputs()
-        failed = {name for name, a in answers.items() if isinstance(a, BaseException)}
-        self.known.update((name, a) for name, a in answers.items() if name not in failed)
-        answers = {name: self.known.get(name, a) for name, a in answers.items()}
-        old = {fp: g.tokenizer for fp, g in self.groups.items()}
-        groups: dict[str, Group] = {}
-        self.unknown = {}
-        self.encoder_of = {}
-        serving = {a.encoder: e for e, a in answers.items() if e in self.encoders and isinstance(a, Inputs)}
-        for task in self.tasks:
-            read = answers.get(task, KeyError("did not answer"))
-            if isinstance(read, BaseException):
-                self.unknown[task] = describe(read)
-                continue
-            if read.encoder is not None:
-                if read.encoder not in serving:
-                    self.unknown[task] = f"no encoder deployment serves encoder {read.encoder}"
-                    continue
-                self.encoder_of[task] = serving[read.encoder]
-            fp = read.tokenizer.fingerprint
-            if fp not in groups:
-                groups[fp] = Group(old.get(fp) or Tokenizer(read.tokenizer, self.cache()), [])
-            groups[fp].tasks.append(task)
-        self.groups = groups
-        self.stale = bool(failed)  # ask again, in the background, those that did not say
-        self.stats["refreshes"] += 1
-
-    async def _current(self) -> None:
-        """Groups to tokenize with. The first time, and after a task said its model no longer reads what
-        it was sent, the batch waits for a round of answers; otherwise it uses the last known groups
-        and stale ones are refreshed in the background, so a task that cannot answer never holds up the
-        batches of the others."""
-        if not self.stats["refreshes"] or self.regroup:
-            await asyncio.shield(self._round())
-        elif self.stale:
-            self._round()
-
-    def _round(self) -> asyncio.Future:
-        """The round of inputs() in flight, or a new one: callers share it, so rounds never stack
-        behind a task that does not answer."""
-        if self.refreshing is None or self.refreshing.done():
-            self.refreshing = detached(self.refresh())
-        return self.refreshing
-
-    async def fresh(self) -> None:
-        """Groups from a round of answers that is not stale (the round in flight, or a new one)."""
-        if self.stale:
-            await asyncio.shield(self._round())
-
-    def tokenizer_counts(self) -> Counter[str]:
-        """Tokenizations and token cache hits and misses, summed over the tokenizer groups."""
-        return sum((g.tokenizer.counts for g in self.groups.values()), Counter())
-
-    async def tokenizers(self, tasks: Sequence[str]) -> list[Tokenizer]:
-        """The tokenizers of the groups that ``tasks`` read, as the next batch will use them."""
-        await self._current()
-        return [g.tokenizer for g in self.groups.values() if not set(tasks).isdisjoint(g.tasks)]
-
-    def group_info(self) -> list[dict]:
-        return [
-            {
-                "fingerprint": fp,
-                "name": g.tokenizer.spec.name,
-                "tasks": g.tasks,
-                "tokenizations": g.tokenizer.counts["calls"],
-            }
-            for fp, g in self.groups.items()
-        ]
 
     async def run(self, items: Sequence[Item]) -> list[dict]:
         """One answer's JSON per item: a key per task it asked for, ``models`` (the model that
@@ -229,8 +115,7 @@ class Pipeline:
         """Tokenize and store the batch once per group it needs and queue one call per task at its
         stage; returns at once, one Pending per item, for ``finish``."""
         start = time.perf_counter()
-        await self._current()
-        stored = await self._store(items)
+        stored = await self._store(items, await self.topology.current())
         rows = {t: [i for i, it in enumerate(items) if t in it.tasks] for t in self.tasks}
         batch_of, spans = self._trace(items, start, stored.steps, rows)
         calls = self._queue(stored.refs, {t: r for t, r in rows.items() if r}, spans, batch_of)
@@ -255,12 +140,12 @@ class Pipeline:
             for i, it in enumerate(items)
         ]
 
-    async def _store(self, items: Sequence[Item]) -> Stored:
+    async def _store(self, items: Sequence[Item], groups: dict[str, Group]) -> Stored:
         """The batch tokenized and put once per tokenizer group one of its tasks reads."""
         texts = [it.text for it in items]
         wanted = {t for it in items for t in it.tasks}
         stored = Stored()
-        for group in self.groups.values():
+        for group in groups.values():
             if wanted.isdisjoint(group.tasks):
                 continue
             t0 = time.perf_counter()
@@ -303,8 +188,8 @@ class Pipeline:
         for task, r in rows.items():
             if task not in refs:  # the task is in no tokenizer group
                 calls[task] = asyncio.ensure_future(self._unavailable(task, r))
-            elif task in self.encoder_of:
-                heads.setdefault(self.encoder_of[task], {})[task] = r
+            elif task in self.topology.encoder_of:
+                heads.setdefault(self.topology.encoder_of[task], {})[task] = r
             else:
                 part, calls[task] = self.dispatch.task(task, refs[task], r, spans[task])
                 parts.append(part)
@@ -357,8 +242,7 @@ class Pipeline:
 
     async def _unavailable(self, task: str, rows: list[int]) -> Outcome:
         self.stats[f"errors.{task}"] += 1
-        why = self.unknown.get(task, "not in any tokenizer group")
-        error = task_error(ErrorCode.unavailable, f"{task} unavailable: {why}")
+        error = task_error(ErrorCode.unavailable, f"{task} unavailable: {self.topology.unavailable(task)}")
         return self.dispatch.failed(task, error, rows, time.perf_counter())
 
     @staticmethod

@@ -6,8 +6,8 @@ import time
 from ray import serve
 
 from nlpserve.dispatch import Reply
-from nlpserve.pipeline import Inputs
 from nlpserve.tokens import default_spec
+from nlpserve.topology import Inputs
 
 
 @serve.deployment(name="BrokenNER", ray_actor_options={"num_cpus": 0}, graceful_shutdown_timeout_s=1)

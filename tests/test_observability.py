@@ -16,9 +16,9 @@ from deployments.base import TaskReplica
 from deployments.encoder import Encoder
 from deployments.guard import RequestGuard
 from deployments.ingress import Ingress
-from nlpserve.pipeline import Inputs
 from nlpserve.schemas import IngressSettings
 from nlpserve.tokens import default_spec
+from nlpserve.topology import Inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "docs" / "grafana" / "nlpserve.json"

@@ -8,8 +8,9 @@ import pytest
 
 from nlpserve.dispatch import CallLimits, Reply
 from nlpserve.errors import TokenizerMismatch
-from nlpserve.pipeline import Inputs, Item, Pipeline
+from nlpserve.pipeline import Item, Pipeline
 from nlpserve.tokens import TokenCache, default_spec
+from nlpserve.topology import Inputs, Topology
 
 
 class Store:
@@ -26,15 +27,20 @@ class Store:
         return self.objects[ref[1]]
 
 
+def wired(inputs, tasks, encoders=None, cache=lambda: None, **kwargs) -> Pipeline:
+    """A Pipeline and the Topology of its tasks and encoders, wired as the ingress wires them."""
+    return Pipeline(Topology(inputs, tasks, encoders or {}, cache), tasks, encoders=encoders, **kwargs)
+
+
 def make(store, tasks, timeout_s=30.0, specs=None):
     async def ask():
         return {n: Inputs(s) for n, s in (specs or dict.fromkeys(tasks, default_spec())).items()}
 
-    return Pipeline(ask, tasks, put=store, limits=CallLimits(timeout_s=timeout_s))
+    return wired(ask, tasks, put=store, limits=CallLimits(timeout_s=timeout_s))
 
 
 def tokenizations(pipe) -> int:
-    return sum(g["tokenizations"] for g in pipe.group_info())
+    return sum(g["tokenizations"] for g in pipe.topology.group_info())
 
 
 def reply(results: list, name: str = "m") -> Reply:
@@ -55,7 +61,7 @@ def test_each_batch_reports_its_size_and_what_it_tokenized():
     """The ingress's batch metrics come from this report (not from one item's timings)."""
     store, log, batches = Store(), [], []
     tasks = {"sentiment": counting_task(store, log, "sentiment")}
-    pipe = Pipeline(
+    pipe = wired(
         lambda: _specs({"sentiment": Inputs(default_spec())}),
         tasks,
         put=store,
@@ -145,8 +151,8 @@ def test_tasks_are_grouped_by_tokenizer_fingerprint_and_each_group_tokenized_onc
     items = [Item("Tim Cook is in Paris.", ("ner", "sentiment", "summary")), Item("Apple Inc.", ("ner",))]
     out = asyncio.run(pipe.run(items))
     # BERT and DistilBERT share a WordPiece vocabulary: one group; BART's byte-level BPE: another.
-    assert sorted(g["tasks"] for g in pipe.group_info()) == [["ner", "sentiment"], ["summary"]]
-    assert [g["tokenizations"] for g in pipe.group_info()] == [1, 1]
+    assert sorted(g["tasks"] for g in pipe.topology.group_info()) == [["ner", "sentiment"], ["summary"]]
+    assert [g["tokenizations"] for g in pipe.topology.group_info()] == [1, 1]
     assert len(store.objects) == 2 and pipe.stats["puts"] == 2
     refs = {name: refs[0] for name, refs, _ in log}
     assert refs["ner"] == refs["sentiment"] != refs["summary"]
@@ -155,7 +161,7 @@ def test_tasks_are_grouped_by_tokenizer_fingerprint_and_each_group_tokenized_onc
 
     # Only NER asked: only its group is tokenized and stored.
     asyncio.run(pipe.run([Item("Berlin.", ("ner",))]))
-    assert [g["tokenizations"] for g in pipe.group_info()] == [2, 1] and len(store.objects) == 3
+    assert [g["tokenizations"] for g in pipe.topology.group_info()] == [2, 1] and len(store.objects) == 3
 
 
 def test_a_cased_and_an_uncased_tokenizer_of_one_vocabulary_are_two_groups(tiny_models):
@@ -169,8 +175,8 @@ def test_a_cased_and_an_uncased_tokenizer_of_one_vocabulary_are_two_groups(tiny_
     store, log = Store(), []
     pipe = make(store, {n: counting_task(store, log, n) for n in models}, specs={n: m.spec for n, m in models.items()})
     out = asyncio.run(pipe.run([Item("Tim Cook is in Paris.", ("ner", "sentiment"))]))
-    assert sorted(g["tasks"] for g in pipe.group_info()) == [["ner"], ["sentiment"]]
-    assert [g["tokenizations"] for g in pipe.group_info()] == [1, 1] and len(store.objects) == 2
+    assert sorted(g["tasks"] for g in pipe.topology.group_info()) == [["ner"], ["sentiment"]]
+    assert [g["tokenizations"] for g in pipe.topology.group_info()] == [1, 1] and len(store.objects) == 2
     assert out[0]["timings"]["groups"] == 2
     refs = {name: refs[0] for name, refs, _ in log}
     cased, uncased = store.get(refs["ner"]), store.get(refs["sentiment"])
@@ -194,7 +200,7 @@ def test_after_a_mismatch_the_next_batch_is_tokenized_for_the_new_model():
             raise TokenizerMismatch(f"tokens from tokenizer {fingerprint}, model needs {specs[-1].fingerprint}")
         return reply(["ner"] * sum(map(len, rows)))
 
-    pipe = Pipeline(inputs, {"ner": ner}, put=store)
+    pipe = wired(inputs, {"ner": ner}, put=store)
     assert asyncio.run(pipe.run([Item("x", ("ner",))]))[0]["ner"] == "ner"
     specs.append(replace(default_spec(), name="swapped", fingerprint="f" * 16))  # the model is swapped
     (refused,) = asyncio.run(pipe.run([Item("y", ("ner",))]))
@@ -253,7 +259,7 @@ def test_a_busy_task_sends_its_waiting_calls_as_one_and_never_holds_up_another()
 
     tasks = {"summary": slow, "sentiment": counting_task(store, log, "sentiment")}
     specs = dict.fromkeys(tasks, Inputs(default_spec()))
-    pipe = Pipeline(lambda: _specs(specs), tasks, put=store, limits=CallLimits(max_in_flight=1))
+    pipe = wired(lambda: _specs(specs), tasks, put=store, limits=CallLimits(max_in_flight=1))
 
     async def go():
         slow_items = [(await pipe.start([Item(f"s{i}", ("summary",))]))[0] for i in range(3)]
@@ -293,7 +299,7 @@ HEADS = {"ner": None, "sentiment": "minilm", "summary": "minilm", "encoder": "mi
 
 def graph(store, tasks, encode, **limits):
     inputs = {name: Inputs(default_spec(), encoder) for name, encoder in HEADS.items()}
-    return Pipeline(lambda: _specs(inputs), tasks, put=store, encoders={"encoder": encode}, **limits)
+    return wired(lambda: _specs(inputs), tasks, put=store, encoders={"encoder": encode}, **limits)
 
 
 def test_heads_of_one_encoder_share_one_encoder_call_per_batch_and_get_its_answer():
@@ -463,7 +469,7 @@ def test_a_head_whose_encoder_nobody_serves_is_unavailable_and_the_others_answer
     spec = default_spec()
     inputs = {"ner": Inputs(spec), "sentiment": Inputs(spec, "minilm"), "encoder": Inputs(spec, "other")}
     tasks = {"ner": counting_task(store, log, "ner"), "sentiment": counting_task(store, log, "sentiment")}
-    pipe = Pipeline(lambda: _specs(inputs), tasks, put=store, encoders={"encoder": lambda refs, rows: None})
+    pipe = wired(lambda: _specs(inputs), tasks, put=store, encoders={"encoder": lambda refs, rows: None})
     (out,) = asyncio.run(pipe.run([Item("x", ("ner", "sentiment"))]))
     assert out["ner"] == "ner:x"
     assert out["sentiment"]["code"] == "unavailable" and "encoder minilm" in out["sentiment"]["error"]
@@ -477,7 +483,7 @@ def test_a_call_that_raises_at_once_frees_its_slot():
         raise RuntimeError("no replica")
 
     specs = {"ner": Inputs(default_spec())}
-    pipe = Pipeline(lambda: _specs(specs), {"ner": raises_at_once}, put=store, limits=CallLimits(timeout_s=2.0))
+    pipe = wired(lambda: _specs(specs), {"ner": raises_at_once}, put=store, limits=CallLimits(timeout_s=2.0))
     for text in ("a", "b", "c"):
         (out,) = asyncio.run(pipe.run([Item(text, ("ner",))]))
         assert out["ner"] == {"error": "ner failed: RuntimeError: no replica", "code": "failed"}
@@ -500,7 +506,7 @@ def test_a_task_that_cannot_say_what_it_reads_holds_up_only_itself():
         return {"ner": answer, "sentiment": Inputs(default_spec())}
 
     tasks = {"ner": counting_task(store, log, "ner"), "sentiment": counting_task(store, log, "sentiment")}
-    pipe = Pipeline(inputs, tasks, put=store)
+    pipe = wired(inputs, tasks, put=store)
 
     async def go():
         (first,) = await pipe.run([Item("a", ("ner", "sentiment"))])  # the first batch waits for the answers
@@ -511,7 +517,7 @@ def test_a_task_that_cannot_say_what_it_reads_holds_up_only_itself():
     first, second, seconds = asyncio.run(go())
     assert first["ner"]["code"] == "unavailable" and first["sentiment"] == "sentiment:a"
     assert second["sentiment"] == "sentiment:b" and seconds < 0.3  # not behind the ner's refresh again
-    assert pipe.stale  # and ner is asked again, in the background
+    assert pipe.topology.stale  # and ner is asked again, in the background
 
 
 def test_a_call_nobody_waits_for_any_more_is_cancelled():
@@ -524,7 +530,7 @@ def test_a_call_nobody_waits_for_any_more_is_cancelled():
             cancelled.append(rows)
             raise
 
-    pipe = Pipeline(lambda: _specs({"summary": Inputs(default_spec())}), {"summary": slow}, put=store)
+    pipe = wired(lambda: _specs({"summary": Inputs(default_spec())}), {"summary": slow}, put=store)
 
     async def go():
         now = time.perf_counter()

@@ -33,8 +33,9 @@ if __name__ == "__main__":  # run as a script, only tests/ is on the path: add t
 
 from nlpserve import tracing  # noqa: E402
 from nlpserve.dispatch import Reply  # noqa: E402
-from nlpserve.pipeline import Inputs, Item, Pipeline  # noqa: E402
+from nlpserve.pipeline import Item, Pipeline  # noqa: E402
 from nlpserve.tokens import default_spec  # noqa: E402
+from nlpserve.topology import Inputs, Topology  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("ner", "sentiment", "summary")
@@ -105,7 +106,8 @@ def fake_graph(seen: dict, fail: str | None = None) -> Pipeline:
     async def ask():
         return inputs
 
-    return Pipeline(ask, {t: task(t) for t in TASKS}, put=lambda batch: "ref", encoders={"encoder": encode})
+    topology = Topology(ask, TASKS, ["encoder"])
+    return Pipeline(topology, {t: task(t) for t in TASKS}, put=lambda batch: "ref", encoders={"encoder": encode})
 
 
 def by_name(finished) -> dict[str, list]:
