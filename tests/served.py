@@ -24,8 +24,6 @@ def replica_options(config: dict) -> dict[str, dict]:
                 "num_cpus": actor.get("num_cpus", 1),
                 "replicas": scaling["max_replicas"] if scaling else d.get("num_replicas", code.num_replicas),
                 "max_queued_requests": d.get("max_queued_requests", code.max_queued_requests),
-                "retry_after_s": backpressure.get(
-                    "retry_after_s", code._deployment_config.backpressure_config.retry_after_s
-                ),
+                "retry_after_s": backpressure.get("retry_after_s", code.backpressure_config.retry_after_s),
             }
     return out
