@@ -331,7 +331,7 @@ class Ingress:
         results = self.results.counts if self.results else {}
         tokens = self.topology.tokenizer_counts()
         return {
-            **self.pipeline.stats,
+            **self.pipeline.stats.flat(),
             "refreshes": self.topology.refreshes,
             "result_cache_hits": results.get("hits", 0),
             "result_cache_misses": results.get("misses", 0),

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -77,6 +77,37 @@ class Reply:
     replica_ms: float
     encode_ms: float | None = None
     encode_texts: int | None = None
+
+
+@dataclass
+class TaskCounts:
+    """What happened to one task's (or one encoder's) calls since the ingress started."""
+
+    calls: int = 0  # batches that asked it for answers
+    sends: int = 0  # remote calls sent (one may serve several batches)
+    texts: int = 0  # texts those remote calls held
+    timeouts: int = 0  # answers over the task's timeout
+    errors: int = 0  # answers that failed (raised, or the task was unavailable)
+    cancelled: int = 0  # remote calls stopped because nobody waited for them any more
+    deadlines: int = 0  # answers given up at a request's deadline
+    abandoned: int = 0  # batch calls dropped once every item that asked had gone
+
+
+@dataclass
+class Stats:
+    """The ingress's counters: batches, their items and ``ray.put`` calls, and per task its TaskCounts."""
+
+    batches: int = 0
+    items: int = 0
+    puts: int = 0
+    tasks: defaultdict[str, TaskCounts] = field(default_factory=lambda: defaultdict(TaskCounts))
+
+    def flat(self) -> dict[str, int]:
+        """As the ingress's ``stats()`` reports them: ``batches``, ``items``, ``puts`` and ``<count>.<task>``."""
+        out = {"batches": self.batches, "items": self.items, "puts": self.puts}
+        for task, counts in self.tasks.items():
+            out.update({f"{name}.{task}": n for name, n in vars(counts).items()})
+        return out
 
 
 @dataclass(frozen=True)
@@ -144,7 +175,7 @@ class Dispatcher:
         self,
         tasks: dict[str, TaskCall],
         encoders: dict[str, EncodeCall],
-        stats: Counter[str],
+        stats: Stats,
         limits: CallLimits | None = None,
         on_call: Callable[[str, dict, str | None], None] = lambda task, timing, code: None,
         on_send: Callable[[str, int], None] = lambda name, texts: None,
@@ -196,15 +227,15 @@ class Dispatcher:
         return Outcome([error] * len(rows), timing)
 
     async def _wait(self, task: str, part: Part) -> Outcome:
-        self.stats[f"calls.{task}"] += 1
+        self.stats.tasks[task].calls += 1
         timeout = self.timeout(task)
         try:
             reply, answers = await asyncio.wait_for(part.future, timeout)
         except asyncio.TimeoutError:
-            self.stats[f"timeouts.{task}"] += 1
+            self.stats.tasks[task].timeouts += 1
             error = task_error(ErrorCode.timeout, f"{task} timed out after {timeout:g} s")
         except Exception as e:  # noqa: BLE001 - any task failure degrades only that task
-            self.stats[f"errors.{task}"] += 1
+            self.stats.tasks[task].errors += 1
             if isinstance(e, MISMATCHES):
                 self.on_mismatch()
             error = task_error(ErrorCode.failed, f"{task} failed: {describe(e)}")
@@ -308,7 +339,9 @@ class Dispatcher:
         now, wall = time.perf_counter(), time.time()
         for p in parts:
             p.sent, p.sent_wall = now, wall
-        self.stats.update({f"sends.{name}": 1, f"texts.{name}": texts})
+        counts = self.stats.tasks[name]
+        counts.sends += 1
+        counts.texts += texts
         self.on_send(name, texts)
 
     @staticmethod
@@ -342,7 +375,7 @@ class Dispatcher:
                 if hasattr(pending, "cancel"):
                     pending.cancel()  # a Serve DeploymentResponse: stop the remote call too
                 if gave_up.done():
-                    self.stats[f"cancelled.{task}"] += 1
+                    self.stats.tasks[task].cancelled += 1
                     error = "cancelled: nobody waits for it"
                     return False
                 raise asyncio.TimeoutError

@@ -13,7 +13,7 @@ from typing import Any
 
 from nlpserve import tracing
 from nlpserve.answer import Answer
-from nlpserve.dispatch import CallLimits, Dispatcher, EncodeCall, Outcome, TaskCall, ms
+from nlpserve.dispatch import CallLimits, Dispatcher, EncodeCall, Outcome, Stats, TaskCall, ms
 from nlpserve.schemas import ErrorCode, task_error
 from nlpserve.topology import Group, Topology
 
@@ -90,7 +90,7 @@ class Pipeline:
         self.put = put
         self.encoders = encoders or {}
         self.on_batch = on_batch  # per batch: its texts, how many were tokenized, how many differ
-        self.stats: Counter[str] = Counter()
+        self.stats = Stats()
         self.dispatch = Dispatcher(
             tasks,
             self.encoders,
@@ -161,7 +161,9 @@ class Pipeline:
             stored.encoded += batch.encoded
             stored.steps.append((t0, t1, t2, batch.encoded))
             stored.refs.update(dict.fromkeys(group.tasks, ref))
-        self.stats.update(batches=1, items=len(items), puts=len({id(r) for r in stored.refs.values()}))
+        self.stats.batches += 1
+        self.stats.items += len(items)
+        self.stats.puts += len({id(r) for r in stored.refs.values()})
         self.on_batch(len(items), stored.encoded, len(set(texts)))
         return stored
 
@@ -216,7 +218,7 @@ class Pipeline:
                     outcome = call.result()
                     result.add(task, outcome.answers[k], outcome.model, outcome.timing)
                 else:
-                    self.stats[f"deadlines.{task}"] += 1
+                    self.stats.tasks[task].deadlines += 1
                     result.add(task, expired(task))
             return result
         finally:  # also when the request went away while waiting
@@ -230,7 +232,7 @@ class Pipeline:
                 del self.wanted[call]
                 if not call.done():
                     call.cancel()
-                    self.stats[f"abandoned.{task}"] += 1
+                    self.stats.tasks[task].abandoned += 1
 
     @staticmethod
     def expired_result(item: Item) -> Answer:
@@ -241,7 +243,7 @@ class Pipeline:
         return result
 
     async def _unavailable(self, task: str, rows: list[int]) -> Outcome:
-        self.stats[f"errors.{task}"] += 1
+        self.stats.tasks[task].errors += 1
         error = task_error(ErrorCode.unavailable, f"{task} unavailable: {self.topology.unavailable(task)}")
         return self.dispatch.failed(task, error, rows, time.perf_counter())
 

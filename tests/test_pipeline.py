@@ -99,7 +99,7 @@ def test_one_tokenization_one_put_one_call_per_task():
         {"sentiment": "sentiment:c d"},
         {"ner": "ner:e f", "sentiment": "sentiment:e f"},
     ]
-    assert pipe.stats["batches"] == 1 and pipe.stats["puts"] == 1
+    assert pipe.stats.batches == 1 and pipe.stats.puts == 1
     assert all(t["batch_size"] == 3 and t["queue_ms"] >= 0 and t["tokenize_ms"] >= 0 for t in timings)
     assert set(timings[1]["tasks"]) == {"sentiment"}
     assert timings[0]["tasks"]["ner"]["compute_ms"] == 2.0 and timings[0]["tasks"]["ner"]["call_ms"] >= 0
@@ -153,7 +153,7 @@ def test_tasks_are_grouped_by_tokenizer_fingerprint_and_each_group_tokenized_onc
     # BERT and DistilBERT share a WordPiece vocabulary: one group; BART's byte-level BPE: another.
     assert sorted(g["tasks"] for g in pipe.topology.group_info()) == [["ner", "sentiment"], ["summary"]]
     assert [g["tokenizations"] for g in pipe.topology.group_info()] == [1, 1]
-    assert len(store.objects) == 2 and pipe.stats["puts"] == 2
+    assert len(store.objects) == 2 and pipe.stats.puts == 2
     refs = {name: refs[0] for name, refs, _ in log}
     assert refs["ner"] == refs["sentiment"] != refs["summary"]
     assert store.get(refs["summary"]).fingerprint == models["summary"].spec.fingerprint
@@ -236,7 +236,7 @@ def test_a_deadline_returns_the_finished_tasks_and_marks_the_others():
     assert hurried["summary"] == {"error": missed, "code": "deadline_exceeded"}
     assert set(hurried["timings"]["tasks"]) == {"sentiment"}
     assert patient["summary"] == "slow"  # the shared call went on for the item that could wait
-    assert pipe.stats["calls.summary"] == 1 and pipe.stats["deadlines.summary"] == 1
+    assert pipe.stats.tasks["summary"].calls == 1 and pipe.stats.tasks["summary"].deadlines == 1
 
 
 def test_per_task_timeouts_override_the_default():
@@ -274,7 +274,7 @@ def test_a_busy_task_sends_its_waiting_calls_as_one_and_never_holds_up_another()
     assert [o["summary"] for o in slow_out] == ["slow"] * 3
     # The first call went at once; the two that waited for its slot went together, as one call.
     assert sent == [[[0]], [[0], [0]]]
-    assert pipe.stats["calls.summary"] == 3 and pipe.stats["sends.summary"] == 2
+    assert pipe.stats.tasks["summary"].calls == 3 and pipe.stats.tasks["summary"].sends == 2
 
 
 async def _specs(specs):
@@ -327,7 +327,7 @@ def test_heads_of_one_encoder_share_one_encoder_call_per_batch_and_get_its_answe
     assert [sorted(k for k in o if k in tasks) for o in out] == [["sentiment"], ["ner"], ["sentiment", "summary"]]
     assert encodes == [([("ref", 0)], [[0, 2]])]  # one call, the rows any head needs, the ref nested
     assert sorted(log) == [("sentiment", [[0, 2]], {"rows": [[0, 2]]}), ("summary", [[2]], {"rows": [[0, 2]]})]
-    assert pipe.stats["sends.encoder"] == 1 and pipe.stats["texts.encoder"] == 2
+    assert pipe.stats.tasks["encoder"].sends == 1 and pipe.stats.tasks["encoder"].texts == 2
 
     # Only NER asked: no encoder call.
     asyncio.run(pipe.run([Item("d", ("ner",))]))
@@ -374,7 +374,7 @@ def test_a_busy_graph_sends_what_waited_as_one_call_per_deployment_and_an_idle_o
     by = {name: [rows for n, rows in sent if n == name] for name in ("encoder", "ner", "sentiment", "summary")}
     # Each of the five waiting batches had one text: at most 4 texts per call, so calls of 4 and 1.
     assert by["encoder"] == by["ner"] == by["sentiment"] == by["summary"] == [[[0]], [[0]] * 4, [[0]]]
-    assert pipe.stats["sends.encoder"] == 3 and pipe.stats["texts.encoder"] == 6
+    assert pipe.stats.tasks["encoder"].sends == 3 and pipe.stats.tasks["encoder"].texts == 6
     timing = answers[1]["timings"]["tasks"]["sentiment"]
     assert timing["texts"] == 4 and timing["wait_ms"] > 0 and timing["call_ms"] >= timing["wait_ms"]
 
@@ -542,7 +542,7 @@ def test_a_call_nobody_waits_for_any_more_is_cancelled():
     out, seconds = asyncio.run(go())
     assert [o["summary"]["code"] for o in out] == ["deadline_exceeded"] * 2 and seconds < 1
     assert cancelled == [[[0, 1]]]  # both items gave up: the one remote call they shared was stopped
-    assert pipe.stats["abandoned.summary"] == 1 and pipe.stats["cancelled.summary"] == 1
+    assert pipe.stats.tasks["summary"].abandoned == 1 and pipe.stats.tasks["summary"].cancelled == 1
     assert not pipe.wanted and pipe.dispatch.in_flight("summary") == 0
 
 
