@@ -7,10 +7,10 @@ from deployments.encoder import Encoder
 from deployments.ingress import Ingress
 from deployments.ner import NER
 from deployments.sentiment import Sentiment
-from deployments.summarize import Summarize
+from deployments.summary import Summary
 
 
-def build(ner=NER, sentiment=Sentiment, summary=Summarize, encoder=Encoder) -> Application:
+def build(ner=NER, sentiment=Sentiment, summary=Summary, encoder=Encoder) -> Application:
     return Ingress.bind(ner.bind(), sentiment.bind(), summary.bind(), encoder.bind())
 
 

@@ -24,7 +24,7 @@ from bench.texts import PARAGRAPHS, make_texts
 from nlpserve.on_ray import local
 
 OUT = local.ROOT / "docs" / "autoscale"
-DEPLOYMENTS = ("Ingress", "Encoder", "NER", "Sentiment", "Summarize")
+DEPLOYMENTS = ("Ingress", "Encoder", "NER", "Sentiment", "Summary")
 errors: Counter[str] = Counter()  # answers that were not a full success, by body
 WINDOW_S = 5.0
 
@@ -145,7 +145,7 @@ def report(log: list, samples: list, rows: list, phases: list) -> str:
         "finished in each phase. Load generator on the same machine.",
         "",
         "| phase | seconds | clients (sentiment / summary) "
-        "| max replicas Ingress / Encoder / NER / Sentiment / Summarize | replicas at the end "
+        "| max replicas Ingress / Encoder / NER / Sentiment / Summary | replicas at the end "
         "| sentiment-only p50 / p95 ms | summary-only p95 ms | sentiment req/s |",
         "|---|---|---|---|---|---|---|---|",
     ]

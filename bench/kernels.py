@@ -39,7 +39,7 @@ def batches(texts: list[str], size: int) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def sentence_embeddings(hidden: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Mean over real tokens, L2-normalised (as Encoder.embed)."""
+    """Mean over real tokens, L2-normalised (as sentence-transformers pools)."""
     m = mask[..., None].astype(np.float32)
     vecs = (hidden * m).sum(1) / m.sum(1)
     return vecs / np.linalg.norm(vecs, axis=1, keepdims=True)
@@ -80,16 +80,16 @@ def served(texts: list[str], reps: int = 3) -> dict[str, dict]:
     """Each kernel as the Encoder deployment runs it (one window per call, 1 thread), against torch
     float32 on the same texts: ms per text, the summary sentences picked (identical share) and the
     sentiment labels (same share)."""
-    from nlpserve.models.encoder import Encoder
+    from nlpserve.models.encoder import MiniLMEncoder
     from nlpserve.models.sentiment import SentimentModel
-    from nlpserve.models.summarize import ExtractiveSummarizer
+    from nlpserve.models.summary import ExtractiveSummarizer
 
     batch = Tokenizer()(texts)
     rows = list(range(len(texts)))
     sentiment, summary = SentimentModel(), ExtractiveSummarizer()
     out: dict[str, dict] = {}
     for name in KERNELS:
-        encoder = Encoder(kernel=name)
+        encoder = MiniLMEncoder(kernel=name)
         times = []
         for _ in range(reps):
             start = time.perf_counter()

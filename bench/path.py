@@ -90,7 +90,7 @@ def ingress_stats():
 
 
 # The deployments the ingress calls, by the name its counters give them.
-CALLEES = {"Encoder": "encoder", "NER": "ner", "Sentiment": "sentiment", "Summarize": "summary"}
+CALLEES = {"Encoder": "encoder", "NER": "ner", "Sentiment": "sentiment", "Summary": "summary"}
 
 
 def texts_per_call(before: dict, after: dict) -> dict[str, float]:

@@ -44,14 +44,14 @@ ROUNDS = 2  # of the wrk headline, graph and services alternating
 def in_process(reps: int, threads: int) -> dict:
     """The best monolith with the same kernels: tokenize once, encode once for both heads, NER, the
     heads, all called directly in this process with ``threads`` threads for the encoder."""
-    from nlpserve.models.encoder import Encoder
+    from nlpserve.models.encoder import MiniLMEncoder
     from nlpserve.models.ner import SpacyNER
     from nlpserve.models.sentiment import SentimentModel
-    from nlpserve.models.summarize import ExtractiveSummarizer
+    from nlpserve.models.summary import ExtractiveSummarizer
     from nlpserve.tokens import Tokenizer
 
     torch.set_num_threads(threads)
-    encoder = Encoder(threads=threads)
+    encoder = MiniLMEncoder(threads=threads)
     tokenizer = Tokenizer()
     ner = SpacyNER()
     heads = {"sentiment": SentimentModel(), "summary": ExtractiveSummarizer()}
@@ -237,7 +237,7 @@ def kernels_effect() -> dict:
 def sizes(calls: dict | None) -> str:
     if not calls:
         return "-"
-    return " / ".join(f"{calls.get(d, 0):.1f}" for d in ("Encoder", "NER", "Sentiment", "Summarize"))
+    return " / ".join(f"{calls.get(d, 0):.1f}" for d in ("Encoder", "NER", "Sentiment", "Summary"))
 
 
 def report(res: dict) -> str:
@@ -256,7 +256,7 @@ def report(res: dict) -> str:
         "Graph and services alternate: round 1 is the graph then the services, round 2 the same again.",
         "",
         "| round | clients | Serve graph | separate services (best level) | graph / services | wrk CPU | "
-        "graph's texts per call: Encoder / NER / Sentiment / Summarize |",
+        "graph's texts per call: Encoder / NER / Sentiment / Summary |",
         "|---|---|---|---|---|---|---|",
     ]
     for n, (serve_round, separate_round) in enumerate(zip(res["wrk"]["serve"], res["wrk"]["separate"]), 1):
@@ -277,7 +277,7 @@ def report(res: dict) -> str:
         "### Concurrency sweep (`POST /analyze`, one text per request, Python driver)",
         "",
         "| mode | clients | requests | p50 ms | p95 ms | p99 ms | texts/s | client CPU | texts per call: "
-        "Encoder / NER / Sentiment / Summarize |",
+        "Encoder / NER / Sentiment / Summary |",
         "|---|---|---|---|---|---|---|---|---|",
         f"| in-process ({ip['threads']} threads) | 1 | {res['reps']} | {ip['c1']['p50_ms']:.1f} | "
         f"{ip['c1']['p95_ms']:.1f} | {ip['c1']['p99_ms']:.1f} | {ip['c1']['req_per_s']:.1f} | - | - |",
@@ -380,7 +380,7 @@ def plot(res: dict, path: Path) -> None:
     a.set_xticks(list(CONCURRENCY), [str(x) for x in CONCURRENCY])
     a.legend(fontsize=8)
     conc = res["serve"]["concurrency"]
-    for deployment in ("Encoder", "NER", "Sentiment", "Summarize"):
+    for deployment in ("Encoder", "NER", "Sentiment", "Summary"):
         b.plot(list(conc), [conc[x]["texts_per_call"].get(deployment, 0) for x in conc], "o-", label=deployment)
     b.set(xscale="log", xlabel="concurrent clients", ylabel="texts per call", title="Batches follow the load")
     b.set_xticks(list(CONCURRENCY), [str(x) for x in CONCURRENCY])

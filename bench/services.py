@@ -25,13 +25,13 @@ from nlpserve.tokens import Tokenizer
 
 
 def task_app(task: str, max_concurrency: int) -> FastAPI:
-    from nlpserve.models.encoder import Encoder
+    from nlpserve.models.encoder import MiniLMEncoder
     from nlpserve.models.ner import SpacyNER
     from nlpserve.models.sentiment import SentimentModel
-    from nlpserve.models.summarize import ExtractiveSummarizer
+    from nlpserve.models.summary import ExtractiveSummarizer
 
     model = {"ner": SpacyNER, "sentiment": SentimentModel, "summary": ExtractiveSummarizer}[task]()
-    encoder = Encoder() if model.encoder else None  # a service of its own encodes for itself
+    encoder = MiniLMEncoder() if model.encoder else None  # a service of its own encodes for itself
     tokenizer = Tokenizer()
     app = FastAPI()
     slots = asyncio.Semaphore(max_concurrency)

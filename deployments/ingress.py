@@ -119,7 +119,7 @@ class Ingress:
         self.page_html = PAGE.read_text()
         self.settings = IngressSettings()
         self.metrics = IngressMetrics()
-        self.topology = Topology(self._inputs, self.handles, self.encoders)
+        self.topology = Topology(self._ask_inputs, self.handles, self.encoders)
         self.pipeline = Pipeline(
             self.topology,
             {name: h.remote for name, h in self.handles.items()},
@@ -185,7 +185,7 @@ class Ingress:
         answers = await asyncio.gather(*(self._ask_one(method, h) for h in handles.values()))
         return dict(zip(handles, answers))
 
-    async def _inputs(self) -> dict:
+    async def _ask_inputs(self) -> dict:
         """What each task's model and each encoder reads (tokenizer, encoder)."""
         return await self._ask("inputs", self.deployments)
 

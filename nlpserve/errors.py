@@ -1,23 +1,5 @@
 """Typed errors that cross the graph: raised in a task replica, caught by type in the ingress."""
 
-from typing import Protocol
-
-
-class Stop(Protocol):
-    """Set when a model call's caller has given up (a threading.Event): the call ends at its next chunk."""
-
-    def is_set(self) -> bool: ...
-
-
-class Cancelled(RuntimeError):
-    """A model call stopped between two chunks (windows, sub-batches) because its caller gave up."""
-
-
-def check(stop: Stop | None) -> None:
-    """Between two chunks of a model call: raise Cancelled if its caller has given up."""
-    if stop is not None and stop.is_set():
-        raise Cancelled("stopped between chunks: the caller gave up")
-
 
 class TokenizerMismatch(RuntimeError):
     """A task got tokens from a tokenizer other than its own (its model was swapped)."""

@@ -45,7 +45,7 @@ class Stored:
     refs: dict[str, Any] = field(default_factory=dict)
     tokenize_s: float = 0.0
     put_s: float = 0.0
-    encoded: int = 0  # texts tokenized (not found in the token cache)
+    tokenized: int = 0  # texts tokenized (not found in the token cache)
     steps: list[tracing.Step] = field(default_factory=list)
 
 
@@ -106,11 +106,6 @@ class Pipeline:
         """New limits, for the batches and task calls that start from now on."""
         self.dispatch.limits = limits
 
-    async def run(self, items: Sequence[Item]) -> list[dict]:
-        """One answer's JSON per item: a key per task it asked for, ``models`` (the model that
-        answered each task) and ``timings`` (ms)."""
-        return [a.json() for a in await asyncio.gather(*(self.finish(p) for p in await self.start(items)))]
-
     async def start(self, items: Sequence[Item]) -> list[Pending]:
         """Tokenize and store the batch once per group it needs and queue one call per task at its
         stage; returns at once, one Pending per item, for ``finish``."""
@@ -128,7 +123,7 @@ class Pipeline:
         timings = {
             "groups": len(set(map(id, stored.refs.values()))),
             "tokenize_ms": ms(stored.tokenize_s),
-            "tokenized_texts": stored.encoded,
+            "tokenized_texts": stored.tokenized,
             "put_ms": ms(stored.put_s),
         }
         return [
@@ -158,13 +153,13 @@ class Pipeline:
             t2 = time.perf_counter()
             stored.tokenize_s += t1 - t0
             stored.put_s += t2 - t1
-            stored.encoded += batch.encoded
-            stored.steps.append((t0, t1, t2, batch.encoded))
+            stored.tokenized += batch.tokenized
+            stored.steps.append((t0, t1, t2, batch.tokenized))
             stored.refs.update(dict.fromkeys(group.tasks, ref))
         self.stats.batches += 1
         self.stats.items += len(items)
         self.stats.puts += len({id(r) for r in stored.refs.values()})
-        self.on_batch(len(items), stored.encoded, len(set(texts)))
+        self.on_batch(len(items), stored.tokenized, len(set(texts)))
         return stored
 
     @staticmethod

@@ -88,19 +88,23 @@ class Entity(BaseModel):
     end: int
 
 
-class Sentiment(BaseModel):
+class Label(BaseModel):
+    """A text-classification answer, as Hugging Face's pipeline gives it: the label and its score."""
+
     label: str
     score: float
 
 
-class Span(BaseModel):
+class CharSpan(BaseModel):
+    """Code-point offsets into the text: ``text[start:end]``."""
+
     start: int
     end: int
 
 
-class Summary(BaseModel):
+class SummaryText(BaseModel):
     summary_text: str
-    sentences: list[Span] = Field(
+    sentences: list[CharSpan] = Field(
         [], description="Character offsets of the picked input sentences (extractive summaries only)."
     )
 
@@ -162,8 +166,8 @@ class Timings(BaseModel):
 
 class AnalyzeResponse(BaseModel):
     ner: list[Entity] | TaskError | None = None
-    sentiment: Sentiment | TaskError | None = None
-    summary: Summary | TaskError | None = None
+    sentiment: Label | TaskError | None = None
+    summary: SummaryText | TaskError | None = None
     models: dict[str, ModelInfo] = Field({}, description="The model that answered each task.")
     timings: Timings | None = None
 

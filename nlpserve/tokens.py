@@ -77,7 +77,7 @@ class TokenBatch:
     suffix: tuple[int, ...]
     pad_id: int
     fingerprint: str = ""  # of the tokenizer that made it
-    encoded: int = 0  # texts actually run through the tokenizer for this batch (the rest were cached)
+    tokenized: int = 0  # texts actually run through the tokenizer for this batch (the rest were cached)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -107,7 +107,7 @@ class TokenBatch:
             suffix=first.suffix,
             pad_id=first.pad_id,
             fingerprint=first.fingerprint,
-            encoded=sum(b.encoded for b in batches),
+            tokenized=sum(b.tokenized for b in batches),
         )
         return joined, [r + base for rs, base in zip(rows, bases) for r in rs]
 
@@ -208,7 +208,7 @@ class Tokenizer:
     def __call__(self, texts: list[str]) -> TokenBatch:
         if self.cache is None:
             rows = self._encode(texts)
-            encoded = len(texts)
+            tokenized = len(texts)
         else:
             found = {t: self.cache.get(t) for t in dict.fromkeys(texts)}
             missing = [t for t, r in found.items() if r is None]
@@ -219,7 +219,7 @@ class Tokenizer:
                     with contextlib.suppress(ValueError):  # cachetools: a row larger than the whole cache
                         self.cache[text] = row
             rows = [found[t] for t in texts]
-            encoded = len(missing)
+            tokenized = len(missing)
         splits = np.zeros(len(texts) + 1, dtype=np.int64)
         np.cumsum([len(r.ids) for r in rows], out=splits[1:])
         return TokenBatch(
@@ -232,5 +232,5 @@ class Tokenizer:
             suffix=self.suffix,
             pad_id=self.spec.pad_id,
             fingerprint=self.spec.fingerprint,
-            encoded=encoded,
+            tokenized=tokenized,
         )

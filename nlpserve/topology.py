@@ -46,12 +46,12 @@ class Topology:
 
     def __init__(
         self,
-        inputs: InputsCall,
+        ask: InputsCall,
         tasks: Iterable[str],
         encoders: Iterable[str] = (),
         cache: Callable[[], MutableMapping | None] = lambda: None,
     ) -> None:
-        self.inputs = inputs
+        self.ask = ask
         self.tasks = list(tasks)
         self.encoders = list(encoders)
         self.cache = cache
@@ -79,7 +79,7 @@ class Topology:
         """Ask the tasks and encoders what they read and regroup; a known tokenizer keeps its cache.
         One that cannot answer now keeps its last known answer (it may be busy), and is asked again."""
         self.changed = False  # a mismatch from now on asks again
-        self.last = answers = await self.inputs()
+        self.last = answers = await self.ask()
         failed = {name for name, a in answers.items() if isinstance(a, BaseException)}
         self.known.update((name, a) for name, a in answers.items() if name not in failed)
         answers = {name: self.known.get(name, a) for name, a in answers.items()}

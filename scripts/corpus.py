@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from nlpserve.models.encoder import Encoder, mean_pool
+from nlpserve.models.encoder import MiniLMEncoder, mean_pool
 from nlpserve.tokens import Tokenizer
 
 LABELS = ["negative", "neutral", "positive"]
@@ -47,11 +47,11 @@ def split(n: int) -> dict[str, np.ndarray]:
 
 
 def token_vectors(
-    texts: list[str], encoder: Encoder | None = None, chunk: int = 256, dtype: type = np.float32
+    texts: list[str], encoder: MiniLMEncoder | None = None, chunk: int = 256, dtype: type = np.float32
 ) -> tuple[np.ndarray, np.ndarray]:
     """Token vectors of ``texts`` through the served path (Tokenizer -> Encoder): flat ``dtype``
     [n_tokens, dim], text ``k`` owning ``vectors[splits[k]:splits[k + 1]]`` ([CLS] first, [SEP] last)."""
-    tokenizer, encoder = Tokenizer(), encoder or Encoder()
+    tokenizer, encoder = Tokenizer(), encoder or MiniLMEncoder()
     out, lengths = [], [np.zeros(1, dtype=np.int64)]
     for i in tqdm(range(0, len(texts), chunk), desc=f"encoding ({encoder.kernel.name})", unit="batch"):
         batch = tokenizer(texts[i : i + chunk])
@@ -61,8 +61,8 @@ def token_vectors(
     return np.concatenate(out), np.cumsum(np.concatenate(lengths))
 
 
-def embed(texts: list[str], encoder: Encoder | None = None, chunk: int = 256) -> np.ndarray:
+def embed(texts: list[str], encoder: MiniLMEncoder | None = None, chunk: int = 256) -> np.ndarray:
     """Sentence vectors of ``texts`` through the served path: the mean-pooled token vectors."""
-    encoder = encoder or Encoder()
+    encoder = encoder or MiniLMEncoder()
     vectors, splits = token_vectors(texts, encoder, chunk)
     return mean_pool([vectors[a:b] for a, b in zip(splits[:-1], splits[1:])], encoder.dim)

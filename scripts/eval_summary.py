@@ -18,8 +18,8 @@ from typing import get_args
 
 import numpy as np
 
-from nlpserve.models.encoder import Encoder
-from nlpserve.models.summarize import ExtractiveSummarizer, split_sentences
+from nlpserve.models.encoder import MiniLMEncoder
+from nlpserve.models.summary import ExtractiveSummarizer, split_sentences
 from nlpserve.schemas import EncoderKernel, SummarySettings
 from nlpserve.tokens import TokenBatch, Tokenizer
 
@@ -54,7 +54,7 @@ def main() -> None:
     leads = [r["lead"] for r in records]
     batch = Tokenizer()([r["text"] for r in records])
     rows = list(range(len(records)))
-    (encoded,) = Encoder(kernel=args.kernel).encode([(batch, rows)])
+    (encoded,) = MiniLMEncoder(kernel=args.kernel).encode([(batch, rows)])
     vectors = [encoded.row(i) for i in rows]
 
     counts = [len(split_sentences(r["text"], batch.offsets[batch.span(i)])) for i, r in enumerate(records)]

@@ -25,7 +25,7 @@ import torch
 from corpus import LABELS, SEED, load_corpus, split, token_vectors
 from safetensors.torch import save_file
 
-from nlpserve.models.encoder import Encoder
+from nlpserve.models.encoder import MiniLMEncoder
 from nlpserve.models.kernels import DEFAULT_KERNEL, KERNELS
 from nlpserve.models.sentiment import SentimentHead, SentimentModel
 from nlpserve.resources import SENTIMENT_HEAD
@@ -141,7 +141,7 @@ def main() -> None:
 
     texts, y = load_corpus()
     parts = split(len(texts))
-    tokens = Tokens(*token_vectors(texts, Encoder(kernel=args.kernel, threads=args.threads), dtype=np.float16))
+    tokens = Tokens(*token_vectors(texts, MiniLMEncoder(kernel=args.kernel, threads=args.threads), dtype=np.float16))
     torch.set_num_threads(args.threads)  # the torch kernels set it process-wide too
     rng = np.random.default_rng(SEED)
     batches = {k: tokens.batches(rows, BATCH, rng) for k, rows in parts.items()}
@@ -178,7 +178,7 @@ def main() -> None:
     test_texts, y_test = [texts[i] for i in parts["test"]], y[parts["test"]]
     per_kernel = {}
     for kernel in args.eval_kernels:
-        vectors, splits = token_vectors(test_texts, Encoder(kernel=kernel, threads=args.threads))
+        vectors, splits = token_vectors(test_texts, MiniLMEncoder(kernel=kernel, threads=args.threads))
         per_kernel[kernel] = round(served_accuracy(model, vectors, splits, y_test), 4)
         print(f"{kernel}: test accuracy {per_kernel[kernel]:.4f}")
 

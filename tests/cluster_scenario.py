@@ -51,7 +51,7 @@ from nlpserve.on_ray import local  # noqa: E402
 
 CONFIG = local.ROOT / "config" / "cluster.yaml"
 APP = "nlp"
-TASKS = ("Encoder", "NER", "Sentiment", "Summarize")  # every deployment behind the ingress
+TASKS = ("Encoder", "NER", "Sentiment", "Summary")  # every deployment behind the ingress
 TEXT = (
     "Apple Inc. said on Monday that Tim Cook will visit Goldman Sachs in New York next week. "
     "The trip is a big deal and investors loved it."

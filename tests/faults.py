@@ -60,17 +60,17 @@ class SlowNER:
 
 
 def cache_app(args: dict):
-    """The real Ingress, Summarize and Encoder (NER and Sentiment broken), for a deploy by config
-    (tests/test_serve.py): a change of Summarize's user_config alone then reconfigures its replica in
+    """The real Ingress, Summary and Encoder (NER and Sentiment broken), for a deploy by config
+    (tests/test_serve.py): a change of Summary's user_config alone then reconfigures its replica in
     place and leaves the ingress, and its result cache, as they were."""
     from deployments.encoder import Encoder
     from deployments.ingress import Ingress
-    from deployments.summarize import Summarize
+    from deployments.summary import Summary
 
     small = {"ray_actor_options": {"num_cpus": 0.05}}
     return Ingress.options(**small).bind(
         BrokenNER.options(name="CacheNER").bind(),
         BrokenNER.options(name="CacheSentiment").bind(),
-        Summarize.options(**small).bind(),
+        Summary.options(**small).bind(),
         Encoder.options(user_config={}, **small).bind(),
     )

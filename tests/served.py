@@ -6,9 +6,9 @@ from deployments.encoder import Encoder
 from deployments.ingress import Ingress
 from deployments.ner import NER
 from deployments.sentiment import Sentiment
-from deployments.summarize import Summarize
+from deployments.summary import Summary
 
-DECORATED = {d.name: d for d in (Ingress, Encoder, NER, Sentiment, Summarize)}
+DECORATED = {d.name: d for d in (Ingress, Encoder, NER, Sentiment, Summary)}
 
 
 def replica_options(config: dict) -> dict[str, dict]:

@@ -71,15 +71,15 @@ def records(path) -> dict[int, dict]:
 @pytest.fixture(scope="module")
 def reference() -> dict[str, dict]:
     """Each text's answers from the task classes, called directly as bench/run.py's in-process mode does."""
-    from nlpserve.models.encoder import Encoder
+    from nlpserve.models.encoder import MiniLMEncoder
     from nlpserve.models.ner import SpacyNER
     from nlpserve.models.sentiment import SentimentModel
-    from nlpserve.models.summarize import ExtractiveSummarizer
+    from nlpserve.models.summary import ExtractiveSummarizer
     from nlpserve.tokens import Tokenizer
 
     batch = Tokenizer()(TEXTS)
     rows = list(range(len(TEXTS)))
-    (encoded,) = Encoder().encode([(batch, rows)])
+    (encoded,) = MiniLMEncoder().encode([(batch, rows)])
     vectors = [encoded.row(i) for i in rows]
     answers = zip(
         SpacyNER()(batch, rows), SentimentModel()(batch, rows, vectors), ExtractiveSummarizer()(batch, rows, vectors)

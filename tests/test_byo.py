@@ -8,7 +8,7 @@ from samples import post
 from deployments.ingress import Ingress
 from deployments.ner import NER
 from deployments.sentiment import Sentiment
-from deployments.summarize import Summarize
+from deployments.summary import Summary
 
 pytestmark = pytest.mark.serve
 
@@ -26,7 +26,7 @@ def tiny_url(url, tiny_models):
     app = Ingress.options(name="TinyIngress", user_config={"result_cache_bytes": 0}, **SMALL_CPU).bind(
         NER.options(user_config=_config(tiny_models["cased-ner"], window=24, stride=4), **SMALL_CPU).bind(),
         Sentiment.options(user_config=_config(tiny_models["sentiment"]), **SMALL_CPU).bind(),
-        Summarize.options(
+        Summary.options(
             user_config=_config(tiny_models["summary"], max_length=12, min_length=2, num_beams=2), **SMALL_CPU
         ).bind(),
     )

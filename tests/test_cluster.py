@@ -27,7 +27,7 @@ SERVICE_NAMES = [
     "nlpserve-serve-svc.default.svc",
     "nlpserve-serve-svc.default.svc.cluster.local",
 ]
-TASKS = ("Encoder", "NER", "Sentiment", "Summarize")  # every deployment behind the ingress
+TASKS = ("Encoder", "NER", "Sentiment", "Summary")  # every deployment behind the ingress
 RECOVERY_BOUND_S = 180  # the scenario's own bound (RECOVERY_TIMEOUT_S)
 LATENCY_BOUND_S = 65  # client timeout 60 s, proxy request_timeout_s 60 s, task_timeout_s 30 s
 

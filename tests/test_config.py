@@ -16,7 +16,7 @@ SETTINGS = {
     "Encoder": EncoderSettings,
     "NER": NERSettings,
     "Sentiment": SentimentSettings,
-    "Summarize": SummarySettings,
+    "Summary": SummarySettings,
 }
 
 
@@ -67,7 +67,7 @@ MAY_DIFFER = {
         APP + "deployments.*.ray_actor_options.num_cpus",
         APP + "deployments.NER.user_config.*",
         APP + "deployments.Sentiment.user_config.*",
-        APP + "deployments.Summarize.user_config.*",
+        APP + "deployments.Summary.user_config.*",
         APP + "runtime_env.env_vars.HF_HUB_OFFLINE",  # hub models may download
         APP + "runtime_env.env_vars.TRANSFORMERS_OFFLINE",
     ],

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from nlpserve.device import choose_device
-from nlpserve.models.encoder import Encoder
+from nlpserve.models.encoder import MiniLMEncoder
 from nlpserve.models.hf import SequenceClassifier
 from nlpserve.tokens import Tokenizer
 
@@ -26,6 +26,6 @@ def test_models_run_on_the_device_they_were_moved_to(tiny_models):
 
 @pytest.mark.parametrize("kernel", ["onnx-int8", "onnx", "torch-int8"])
 def test_cpu_only_kernels_are_refused_on_a_gpu(kernel):
-    encoder = Encoder(kernel=kernel)
+    encoder = MiniLMEncoder(kernel=kernel)
     with pytest.raises(ValueError, match="CPU only"):
         encoder.to(torch.device("cuda", 0))

@@ -169,7 +169,7 @@ def test_small_requests_and_healthz_answer_while_the_largest_texts_are_refused(u
 def _cancelled() -> dict[str, int]:
     from ray import serve
 
-    names = ("Encoder", "NER", "Sentiment", "Summarize")
+    names = ("Encoder", "NER", "Sentiment", "Summary")
     stats = {n: serve.get_deployment_handle(n, app_name="nlp").stats.remote().result() for n in names}
     return {n: s.get("cancelled", 0) for n, s in stats.items()}
 

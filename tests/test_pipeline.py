@@ -5,6 +5,7 @@ import time
 from dataclasses import replace
 
 import pytest
+from batches import run_batch
 
 from nlpserve.dispatch import CallLimits, Reply
 from nlpserve.errors import TokenizerMismatch
@@ -68,8 +69,8 @@ def test_each_batch_reports_its_size_and_what_it_tokenized():
         cache=lambda: TokenCache(1 << 20, 60),
         on_batch=lambda *report: batches.append(report),
     )
-    asyncio.run(pipe.run([Item("x y", ("sentiment",)), Item("x y", ("sentiment",)), Item("z", ("sentiment",))]))
-    asyncio.run(pipe.run([Item("x y", ("sentiment",)), Item("new", ("sentiment",))]))
+    asyncio.run(run_batch(pipe, [Item("x y", ("sentiment",)), Item("x y", ("sentiment",)), Item("z", ("sentiment",))]))
+    asyncio.run(run_batch(pipe, [Item("x y", ("sentiment",)), Item("new", ("sentiment",))]))
     assert batches == [(3, 2, 2), (2, 1, 2)]  # (texts, tokenized, distinct): repeats come from the token cache
 
 
@@ -82,7 +83,7 @@ def test_one_tokenization_one_put_one_call_per_task():
         Item("c d", ("sentiment",)),
         Item("e f", ("sentiment", "ner")),
     ]
-    out = asyncio.run(pipe.run(items))
+    out = asyncio.run(run_batch(pipe, items))
     timings = [r.pop("timings") for r in out]
     models = [r.pop("models") for r in out]
     assert models[1] == {"sentiment": {"name": "sentiment", "version": "1", "checksum": "c"}}
@@ -109,7 +110,7 @@ def test_task_absent_from_batch_is_not_called():
     store, log = Store(), []
     tasks = {n: counting_task(store, log, n) for n in ("ner", "sentiment", "summary")}
     pipe = make(store, tasks)
-    asyncio.run(pipe.run([Item("x", ("sentiment",))]))
+    asyncio.run(run_batch(pipe, [Item("x", ("sentiment",))]))
     assert [name for name, _, _ in log] == ["sentiment"]
 
 
@@ -126,7 +127,7 @@ def test_failed_task_degrades_only_itself(failure):
 
     tasks = {"ner": broken, "sentiment": counting_task(store, log, "sentiment")}
     pipe = make(store, tasks, timeout_s=0.2)
-    out = asyncio.run(pipe.run([Item("x", ("ner", "sentiment")), Item("y", ("ner",))]))
+    out = asyncio.run(run_batch(pipe, [Item("x", ("ner", "sentiment")), Item("y", ("ner",))]))
     assert out[0]["sentiment"] == "sentiment:x"
     expected = {"raise": "ner failed: ValueError: model exploded", "hang": "ner timed out after 0.2 s"}
     for r in out:
@@ -149,7 +150,7 @@ def test_tasks_are_grouped_by_tokenizer_fingerprint_and_each_group_tokenized_onc
     tasks = {n: counting_task(store, log, n) for n in models}
     pipe = make(store, tasks, specs={n: m.spec for n, m in models.items()})
     items = [Item("Tim Cook is in Paris.", ("ner", "sentiment", "summary")), Item("Apple Inc.", ("ner",))]
-    out = asyncio.run(pipe.run(items))
+    out = asyncio.run(run_batch(pipe, items))
     # BERT and DistilBERT share a WordPiece vocabulary: one group; BART's byte-level BPE: another.
     assert sorted(g["tasks"] for g in pipe.topology.group_info()) == [["ner", "sentiment"], ["summary"]]
     assert [g["tokenizations"] for g in pipe.topology.group_info()] == [1, 1]
@@ -160,7 +161,7 @@ def test_tasks_are_grouped_by_tokenizer_fingerprint_and_each_group_tokenized_onc
     assert out[0]["timings"]["groups"] == 2
 
     # Only NER asked: only its group is tokenized and stored.
-    asyncio.run(pipe.run([Item("Berlin.", ("ner",))]))
+    asyncio.run(run_batch(pipe, [Item("Berlin.", ("ner",))]))
     assert [g["tokenizations"] for g in pipe.topology.group_info()] == [2, 1] and len(store.objects) == 3
 
 
@@ -174,7 +175,7 @@ def test_a_cased_and_an_uncased_tokenizer_of_one_vocabulary_are_two_groups(tiny_
     }
     store, log = Store(), []
     pipe = make(store, {n: counting_task(store, log, n) for n in models}, specs={n: m.spec for n, m in models.items()})
-    out = asyncio.run(pipe.run([Item("Tim Cook is in Paris.", ("ner", "sentiment"))]))
+    out = asyncio.run(run_batch(pipe, [Item("Tim Cook is in Paris.", ("ner", "sentiment"))]))
     assert sorted(g["tasks"] for g in pipe.topology.group_info()) == [["ner"], ["sentiment"]]
     assert [g["tokenizations"] for g in pipe.topology.group_info()] == [1, 1] and len(store.objects) == 2
     assert out[0]["timings"]["groups"] == 2
@@ -201,11 +202,11 @@ def test_after_a_mismatch_the_next_batch_is_tokenized_for_the_new_model():
         return reply(["ner"] * sum(map(len, rows)))
 
     pipe = wired(inputs, {"ner": ner}, put=store)
-    assert asyncio.run(pipe.run([Item("x", ("ner",))]))[0]["ner"] == "ner"
+    assert asyncio.run(run_batch(pipe, [Item("x", ("ner",))]))[0]["ner"] == "ner"
     specs.append(replace(default_spec(), name="swapped", fingerprint="f" * 16))  # the model is swapped
-    (refused,) = asyncio.run(pipe.run([Item("y", ("ner",))]))
+    (refused,) = asyncio.run(run_batch(pipe, [Item("y", ("ner",))]))
     assert refused["ner"]["error"].startswith("ner failed: TokenizerMismatch")
-    (after,) = asyncio.run(pipe.run([Item("z", ("ner",))]))
+    (after,) = asyncio.run(run_batch(pipe, [Item("z", ("ner",))]))
     assert after["ner"] == "ner" and seen == [default_spec().fingerprint] * 2 + ["f" * 16]
 
 
@@ -243,7 +244,7 @@ def test_per_task_timeouts_override_the_default():
     store, log = Store(), []
     pipe = make(store, {"sentiment": counting_task(store, log, "sentiment"), "summary": _slow(1.0)})
     pipe.dispatch.limits = replace(pipe.dispatch.limits, timeouts_s={"summary": 0.1})
-    (out,) = asyncio.run(pipe.run([Item("a", ("sentiment", "summary"))]))
+    (out,) = asyncio.run(run_batch(pipe, [Item("a", ("sentiment", "summary"))]))
     assert out["summary"] == {"error": "summary timed out after 0.1 s", "code": "timeout"}
     assert out["sentiment"] == "sentiment:a"
 
@@ -323,14 +324,14 @@ def test_heads_of_one_encoder_share_one_encoder_call_per_batch_and_get_its_answe
     tasks = {"ner": ner, "sentiment": head("sentiment"), "summary": head("summary")}
     pipe = graph(store, tasks, encode)
     items = [Item("a", ("sentiment",)), Item("b", ("ner",)), Item("c", ("summary", "sentiment"))]
-    out = asyncio.run(pipe.run(items))
+    out = asyncio.run(run_batch(pipe, items))
     assert [sorted(k for k in o if k in tasks) for o in out] == [["sentiment"], ["ner"], ["sentiment", "summary"]]
     assert encodes == [([("ref", 0)], [[0, 2]])]  # one call, the rows any head needs, the ref nested
     assert sorted(log) == [("sentiment", [[0, 2]], {"rows": [[0, 2]]}), ("summary", [[2]], {"rows": [[0, 2]]})]
     assert pipe.stats.tasks["encoder"].sends == 1 and pipe.stats.tasks["encoder"].texts == 2
 
     # Only NER asked: no encoder call.
-    asyncio.run(pipe.run([Item("d", ("ner",))]))
+    asyncio.run(run_batch(pipe, [Item("d", ("ner",))]))
     assert len(encodes) == 1
 
 
@@ -470,7 +471,7 @@ def test_a_head_whose_encoder_nobody_serves_is_unavailable_and_the_others_answer
     inputs = {"ner": Inputs(spec), "sentiment": Inputs(spec, "minilm"), "encoder": Inputs(spec, "other")}
     tasks = {"ner": counting_task(store, log, "ner"), "sentiment": counting_task(store, log, "sentiment")}
     pipe = wired(lambda: _specs(inputs), tasks, put=store, encoders={"encoder": lambda refs, rows: None})
-    (out,) = asyncio.run(pipe.run([Item("x", ("ner", "sentiment"))]))
+    (out,) = asyncio.run(run_batch(pipe, [Item("x", ("ner", "sentiment"))]))
     assert out["ner"] == "ner:x"
     assert out["sentiment"]["code"] == "unavailable" and "encoder minilm" in out["sentiment"]["error"]
 
@@ -485,7 +486,7 @@ def test_a_call_that_raises_at_once_frees_its_slot():
     specs = {"ner": Inputs(default_spec())}
     pipe = wired(lambda: _specs(specs), {"ner": raises_at_once}, put=store, limits=CallLimits(timeout_s=2.0))
     for text in ("a", "b", "c"):
-        (out,) = asyncio.run(pipe.run([Item(text, ("ner",))]))
+        (out,) = asyncio.run(run_batch(pipe, [Item(text, ("ner",))]))
         assert out["ner"] == {"error": "ner failed: RuntimeError: no replica", "code": "failed"}
     assert len(calls) == 3 and pipe.dispatch.in_flight("ner") == 0  # every call was sent: no slot leaked
 
@@ -509,9 +510,9 @@ def test_a_task_that_cannot_say_what_it_reads_holds_up_only_itself():
     pipe = wired(inputs, tasks, put=store)
 
     async def go():
-        (first,) = await pipe.run([Item("a", ("ner", "sentiment"))])  # the first batch waits for the answers
+        (first,) = await run_batch(pipe, [Item("a", ("ner", "sentiment"))])  # the first batch waits for the answers
         start = time.perf_counter()
-        (second,) = await pipe.run([Item("b", ("sentiment",))])
+        (second,) = await run_batch(pipe, [Item("b", ("sentiment",))])
         return first, second, time.perf_counter() - start
 
     first, second, seconds = asyncio.run(go())
@@ -560,6 +561,6 @@ def test_an_encoder_call_is_cancelled_once_no_head_waits_for_it(head_s, cancels)
 
     pipe = graph(Store(), {"sentiment": head, "summary": head}, encode)
     pipe.dispatch.limits = replace(pipe.dispatch.limits, timeout_s=0.2)
-    (out,) = asyncio.run(pipe.run([Item("a", ("sentiment", "summary"))]))
+    (out,) = asyncio.run(run_batch(pipe, [Item("a", ("sentiment", "summary"))]))
     assert [out[t] == "ok" for t in ("sentiment", "summary")] == [head_s == 0] * 2
     assert [e.cancels for e in encodings] == [cancels]

@@ -90,7 +90,7 @@ def test_killed_replicas_degrade_only_their_task_and_the_graph_recovers(url):
         for deployment, task in [
             ("NER", "ner"),
             ("Sentiment", "sentiment"),
-            ("Summarize", "summary"),
+            ("Summary", "summary"),
             ("Ingress", None),
         ]:
             (name,) = _replicas("nlp", deployment)

@@ -12,7 +12,7 @@ from deployments.encoder import Encoder
 from deployments.ingress import Ingress
 from deployments.ner import NER
 from deployments.sentiment import Sentiment
-from deployments.summarize import Summarize
+from deployments.summary import Summary
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
@@ -31,7 +31,7 @@ SMALL = {"ray_actor_options": {"num_cpus": 0.05}}
 
 def _replicas() -> dict[str, int]:
     deployments = serve.status().applications["auto"].deployments
-    names = ("NER", "Sentiment", "Summarize", "Encoder")
+    names = ("NER", "Sentiment", "Summary", "Encoder")
     return {name: deployments[name].replica_states.get("RUNNING", 0) for name in names}
 
 
@@ -47,7 +47,7 @@ def _wait(condition, seconds: float, history: list) -> bool:
 
 def test_sentiment_only_load_scales_what_carries_it_and_leaves_ner_and_summary_alone(url):
     """Sentiment is a small head over the shared encoder: under sentiment-only load the Encoder does
-    the work and scales up; NER and Summarize, with no load, stay at one replica; all come back down."""
+    the work and scales up; NER and Summary, with no load, stay at one replica; all come back down."""
     options = {"autoscaling_config": FAST, **SMALL}
     # As config/autoscale.yaml: the ingress keeps max_replicas x target calls in flight per deployment, so
     # the autoscaler sees the load (with the default, 1, the work would wait in the ingress instead).
@@ -56,7 +56,7 @@ def test_sentiment_only_load_scales_what_carries_it_and_leaves_ner_and_summary_a
     app = Ingress.options(name="AutoIngress", user_config=user_config, **SMALL).bind(
         NER.options(**options).bind(),
         Sentiment.options(**options).bind(),
-        Summarize.options(**options).bind(),
+        Summary.options(**options).bind(),
         Encoder.options(**options).bind(),  # sentiment's encoder: it carries the load with the head
     )
     serve.run(app, name="auto", route_prefix="/auto")
@@ -81,10 +81,10 @@ def test_sentiment_only_load_scales_what_carries_it_and_leaves_ner_and_summary_a
             t.join(90)
     try:
         assert scaled, history[-5:]
-        assert all(r["NER"] == 1 and r["Summarize"] == 1 for r in history)  # their load stayed zero
+        assert all(r["NER"] == 1 and r["Summary"] == 1 for r in history)  # their load stayed zero
         bad = [a for a in answers if not (isinstance(a, dict) and "label" in a)]
         assert not bad, bad[:3]  # real sentiment answers, not task errors or HTTP errors
         assert _wait(lambda r: r["Encoder"] == r["Sentiment"] == 1, 120, history), history[-5:]
-        print(f"\nreplicas (NER, Sentiment, Summarize, Encoder) every second: {[tuple(r.values()) for r in history]}")
+        print(f"\nreplicas (NER, Sentiment, Summary, Encoder) every second: {[tuple(r.values()) for r in history]}")
     finally:
         serve.delete("auto")

@@ -9,7 +9,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from nlpserve.models.encoder import Encoder
+from nlpserve.models.encoder import MiniLMEncoder
 from nlpserve.models.kernels import DEFAULT_KERNEL
 from nlpserve.models.sentiment import SentimentHead, SentimentModel, load_head
 from nlpserve.resources import SENTIMENT_HEAD
@@ -63,7 +63,7 @@ def test_head_labels_clear_reviews_through_the_served_path(tokenizer, model, sto
         "Terrible product. It broke after two days, support was rude and I want my money back. Awful.",
     ]
     batch = tokenizer(texts)
-    (encoded,) = Encoder().encode([(batch, [0, 1])])
+    (encoded,) = MiniLMEncoder().encode([(batch, [0, 1])])
     rows = [encoded.row(0), encoded.row(1)]
     out = model(batch, [0, 1], rows)
     assert [r["label"] for r in out] == ["positive", "negative"]

@@ -22,10 +22,10 @@ pytestmark = pytest.mark.serve
 @pytest.fixture(scope="module")
 def in_process():
     """The served default pack's encoder (default kernel) and sentiment head, in this process."""
-    from nlpserve.models.encoder import Encoder
+    from nlpserve.models.encoder import MiniLMEncoder
     from nlpserve.models.sentiment import SentimentModel
 
-    return Encoder(), SentimentModel()
+    return MiniLMEncoder(), SentimentModel()
 
 
 def test_news_paragraph_gets_entities_sentiment_and_summary(url, tokenizer, in_process):
@@ -89,7 +89,7 @@ def _stats():
     ingress = serve.get_deployment_handle("Ingress", app_name="nlp").stats.remote().result()
     tasks = {
         name: serve.get_deployment_handle(name, app_name="nlp").stats.remote().result()
-        for name in ("NER", "Sentiment", "Summarize", "Encoder")
+        for name in ("NER", "Sentiment", "Summary", "Encoder")
     }
     return ingress, tasks
 
@@ -125,7 +125,7 @@ def test_one_tokenization_and_one_put_per_batch_and_tasks_get_object_refs(url):
     for name in ("NER", "Sentiment"):
         t = _delta(tasks_after[name], tasks_before[name])
         assert t["calls"] == 1 and t["object_refs"] == 1 and t["rows"] == 8
-    assert _delta(tasks_after["Summarize"], tasks_before["Summarize"]).get("calls", 0) == 0
+    assert _delta(tasks_after["Summary"], tasks_before["Summary"]).get("calls", 0) == 0
 
     # Concurrent single requests are batched together: fewer batches than requests, still one
     # tokenization and put per batch. 16 requests are released at once; a round in which every one
@@ -147,9 +147,9 @@ def test_one_tokenization_and_one_put_per_batch_and_tasks_get_object_refs(url):
 
 
 def test_each_text_is_encoded_once_for_both_heads_with_the_same_answers(url, tokenizer):
-    from nlpserve.models.encoder import Encoder
+    from nlpserve.models.encoder import MiniLMEncoder
     from nlpserve.models.sentiment import SentimentModel
-    from nlpserve.models.summarize import ExtractiveSummarizer
+    from nlpserve.models.summary import ExtractiveSummarizer
 
     before, tasks_before = _stats()
     fresh = uuid.uuid4().hex
@@ -162,13 +162,13 @@ def test_each_text_is_encoded_once_for_both_heads_with_the_same_answers(url, tok
     ingress = _delta(after, before)
     # One encoder call per send of the ingress: batches that waited for the Encoder went together.
     assert ingress["texts.encoder"] == len(texts) and encoder["calls"] == ingress["sends.encoder"] <= ingress["batches"]
-    for name in ("Sentiment", "Summarize"):
+    for name in ("Sentiment", "Summary"):
         assert _delta(tasks_after[name], tasks_before[name])["rows"] == len(texts)
 
     # The heads answer as the same classes do in one process on the same encoder output.
     batch = tokenizer(texts)
     rows = list(range(len(texts)))
-    (encoded,) = Encoder().encode([(batch, rows)])
+    (encoded,) = MiniLMEncoder().encode([(batch, rows)])
     vectors = [encoded.row(i) for i in rows]
     sentiments = SentimentModel()(batch, rows, vectors)
     summaries = ExtractiveSummarizer()(batch, rows, vectors)
@@ -383,7 +383,7 @@ def test_prometheus_metrics_after_traffic(url, metrics_port):
 
 
 def test_a_reconfigured_task_is_never_answered_from_the_cache_in_either_order(url):
-    """Summarize reconfigured in place, max_sentences 1 -> 2 -> 1, as `serve deploy` does when only its
+    """Summary reconfigured in place, max_sentences 1 -> 2 -> 1, as `serve deploy` does when only its
     user_config changes: the ingress and its result cache live on (its counters keep counting), yet every
     answer, cached or not, is the one the settings of the moment give, and answers made with the new
     settings are cached again."""
@@ -408,14 +408,14 @@ def test_a_reconfigured_task_is_never_answered_from_the_cache_in_either_order(ur
             "route_prefix": "/cache",
             "import_path": "faults:cache_app",
             "runtime_env": {"env_vars": {"PYTHONPATH": f"{ROOT}:{tests}"}},
-            "deployments": [{"name": "Summarize", "user_config": {"max_sentences": max_sentences, "ratio": 1}}],
+            "deployments": [{"name": "Summary", "user_config": {"max_sentences": max_sentences, "ratio": 1}}],
         }
         # The served graph is in the config too: a deploy by config removes the apps it does not name.
         schema = ServeDeploySchema.model_validate({**raw, "applications": [*raw["applications"], app]})
         _get_global_client().deploy_apps(schema, _blocking=True)
         deadline = time.monotonic() + 120
         while settings() in (None, before):  # until the replica runs with the new settings
-            assert time.monotonic() < deadline, f"Summarize not reconfigured to max_sentences {max_sentences}"
+            assert time.monotonic() < deadline, f"Summary not reconfigured to max_sentences {max_sentences}"
             time.sleep(0.5)
 
     text = f"{NEWS} ({uuid.uuid4().hex})"

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from nlpserve.models.encoder import Encoder
-from nlpserve.models.summarize import ExtractiveSummarizer, Sentence, split_sentences
+from nlpserve.models.encoder import MiniLMEncoder
+from nlpserve.models.summary import ExtractiveSummarizer, Sentence, split_sentences
 from nlpserve.schemas import SummarySettings
 
 NEWS_LEAD = Path(__file__).resolve().parents[1] / "nlpserve/data/news_lead.jsonl"
@@ -117,7 +117,7 @@ def news(tokenizer):
     records = [json.loads(line) for line in NEWS_LEAD.read_text(encoding="utf-8").splitlines()]
     batch = tokenizer([r["text"] for r in records])
     rows = list(range(len(records)))
-    (encoded,) = Encoder().encode([(batch, rows)])
+    (encoded,) = MiniLMEncoder().encode([(batch, rows)])
     out = {}
     for i, r in enumerate(records):
         sentences = split_sentences(r["text"], batch.offsets[batch.span(i)])

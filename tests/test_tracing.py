@@ -31,6 +31,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 if __name__ == "__main__":  # run as a script, only tests/ is on the path: add the project root
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from batches import run_batch  # noqa: E402
+
 from nlpserve import tracing  # noqa: E402
 from nlpserve.dispatch import Reply  # noqa: E402
 from nlpserve.pipeline import Item, Pipeline  # noqa: E402
@@ -39,8 +41,8 @@ from nlpserve.topology import Inputs, Topology  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("ner", "sentiment", "summary")
-DEPLOYMENTS = {"Ingress", "Encoder", "NER", "Sentiment", "Summarize"}
-CALL_OF = {"Encoder": "encode", "NER": "ner call", "Sentiment": "sentiment call", "Summarize": "summary call"}
+DEPLOYMENTS = {"Ingress", "Encoder", "NER", "Sentiment", "Summary"}
+CALL_OF = {"Encoder": "encode", "NER": "ner call", "Sentiment": "sentiment call", "Summary": "summary call"}
 # Two different texts: a text answered from the result cache makes no task call, so no task spans.
 TEXTS = [
     "Apple Inc. reported record revenue on Thursday. Tim Cook said growth will continue next year.",
@@ -122,7 +124,7 @@ def test_a_batch_of_two_requests_traces_each_request_and_links_the_shared_calls(
     a, b = requests.start_span("request a"), requests.start_span("request b")
     items = [Item("first text", TASKS, trace=a, request=0), Item("second text", TASKS, trace=b, request=1)]
     seen = {}
-    out = asyncio.run(fake_graph(seen).run(items))
+    out = asyncio.run(run_batch(fake_graph(seen), items))
     assert [o["ner"] for o in out] == ["ner", "ner"]
     names = by_name(exporter.get_finished_spans())
     trace_of = {"a": a.get_span_context().trace_id, "b": b.get_span_context().trace_id}
@@ -154,7 +156,7 @@ def test_a_batch_of_two_requests_traces_each_request_and_links_the_shared_calls(
 def test_a_request_of_several_texts_has_one_span_per_step(spans):
     requests, exporter = spans
     root = requests.start_span("request")  # /analyze/batch: one request, its texts items of one batch
-    asyncio.run(fake_graph({}).run([Item("one", TASKS, trace=root), Item("two", TASKS, trace=root)]))
+    asyncio.run(run_batch(fake_graph({}), [Item("one", TASKS, trace=root), Item("two", TASKS, trace=root)]))
     names = by_name(exporter.get_finished_spans())
     for name in ("batch wait", "batch", "tokenize", "put", "encode", *TASKS, *(f"{t} call" for t in TASKS)):
         assert len(names[name]) == 1, name
@@ -164,7 +166,7 @@ def test_a_request_of_several_texts_has_one_span_per_step(spans):
 def test_untraced_requests_make_no_spans(spans):
     _, exporter = spans
     seen = {}
-    asyncio.run(fake_graph(seen).run([Item("a text", TASKS), Item("another", TASKS)]))
+    asyncio.run(run_batch(fake_graph(seen), [Item("a text", TASKS), Item("another", TASKS)]))
     assert exporter.get_finished_spans() == ()
     assert not any(span.is_recording() for span in seen.values())
 
@@ -172,7 +174,7 @@ def test_untraced_requests_make_no_spans(spans):
 def test_a_failed_task_marks_its_call_and_the_requests_waits(spans):
     requests, exporter = spans
     root = requests.start_span("request")
-    out = asyncio.run(fake_graph({}, fail="sentiment").run([Item("a text", TASKS, trace=root)]))
+    out = asyncio.run(run_batch(fake_graph({}, fail="sentiment"), [Item("a text", TASKS, trace=root)]))
     assert out[0]["sentiment"]["code"] == "failed" and out[0]["ner"] == "ner"
     names = by_name(exporter.get_finished_spans())
     for name in ("sentiment call", "sentiment"):

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import torch
 
-from nlpserve.errors import Stop
+from nlpserve.cancel import Stop
 from nlpserve.schemas import EncoderSettings, NERSettings, SentimentSettings, SummarySettings, Task, TaskSettings
 from nlpserve.tokens import EncodedBatch, TokenBatch, TokenizerSpec
 
@@ -67,7 +67,7 @@ REGISTRY: dict[tuple[Task, str], Callable[[Any], TaskModel]] = {
     ("sentiment", "transformers"): lambda s: _backend("hf", "SequenceClassifier")(
         "sentiment", s.model, s.window, s.stride
     ),
-    ("summary", "default"): lambda s: _backend("summarize", "ExtractiveSummarizer")(),
+    ("summary", "default"): lambda s: _backend("summary", "ExtractiveSummarizer")(),
     ("summary", "transformers"): lambda s: _backend("hf", "Seq2SeqSummarizer")("summary", s.model, s.window, s.stride),
 }
 SETTINGS: dict[Task, type[TaskSettings]] = {
@@ -86,4 +86,4 @@ def build(task: Task, settings: TaskSettings) -> TaskModel:
 
 def build_encoder(settings: EncoderSettings) -> EncoderModel:
     """The shared encoder ``settings`` describe (one today: MiniLM, on the kernel they name)."""
-    return _backend("encoder", "Encoder")(kernel=settings.kernel, threads=settings.torch_threads)
+    return _backend("encoder", "MiniLMEncoder")(kernel=settings.kernel, threads=settings.torch_threads)

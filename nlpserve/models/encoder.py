@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from transformers import AutoConfig
 
-from nlpserve.errors import EncoderMismatch, Stop
+from nlpserve.cancel import Stop
+from nlpserve.errors import EncoderMismatch
 from nlpserve.models.kernels import DEFAULT_KERNEL, TorchKernel, load_kernel
 from nlpserve.models.windows import check_stride, padded_batches, window_pieces
 from nlpserve.resources import checksum, minilm_dir
@@ -26,7 +27,7 @@ def default_encoder_key() -> str:
     return encoder_key(minilm_dir(), default_spec().fingerprint)
 
 
-class Encoder:
+class MiniLMEncoder:
     """Mean-pooled, L2-normalised embeddings (as sentence-transformers' all-MiniLM-L6-v2).
 
     Rows are token ids without special tokens. A row longer than the model's window is
@@ -123,13 +124,6 @@ class Encoder:
             )
             k += len(wanted)
         return out
-
-    def embed(
-        self, rows: list[np.ndarray], prefix: tuple[int, ...], suffix: tuple[int, ...], pad_id: int
-    ) -> np.ndarray:
-        """One normalised vector per row, float32 [len(rows), dim]: the mean of its token vectors."""
-        vectors, splits = self.token_vectors(rows, prefix, suffix, pad_id)
-        return mean_pool([vectors[a:b] for a, b in zip(splits[:-1], splits[1:])], self.dim)
 
 
 def mean_pool(rows: list[np.ndarray], dim: int) -> np.ndarray:

@@ -17,7 +17,8 @@ from transformers import (
 from transformers.utils import cached_file
 from transformers.utils import logging as hf_logging
 
-from nlpserve.errors import Stop, describe
+from nlpserve.cancel import Stop
+from nlpserve.errors import describe
 from nlpserve.models.windows import Piece, check_stride, padded_batches, window_pieces
 from nlpserve.resources import checksum
 from nlpserve.schemas import SummarySettings, TaskSettings

@@ -17,7 +17,7 @@ from spacy.pipeline._parser_internals.stateclass import StateClass
 from spacy.tokens import Doc
 from thinc.api import Model, get_current_ops, set_current_ops, use_ops
 
-from nlpserve.errors import Stop, check
+from nlpserve.cancel import Stop, check
 from nlpserve.resources import checksum
 from nlpserve.schemas import NERKernel, NERSettings
 from nlpserve.tokens import TokenBatch, TokenizerSpec, default_spec

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
-from nlpserve.errors import Stop, check
+from nlpserve.cancel import Stop, check
 from nlpserve.models.encoder import default_encoder_key
 from nlpserve.resources import SENTIMENT_HEAD, checksum, minilm_dir, minilm_version
 from nlpserve.schemas import SentimentSettings

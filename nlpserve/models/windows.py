@@ -8,7 +8,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from nlpserve.errors import Stop, check
+from nlpserve.cancel import Stop, check
 
 
 def check_stride(size: int, stride: int) -> None:

@@ -5,10 +5,10 @@ from deployments.base import TaskReplica
 
 
 @serve.deployment(
-    name="Summarize",
+    name="Summary",
     ray_actor_options={"num_cpus": 0.25},
     max_ongoing_requests=8,
     health_check_period_s=HEALTH_CHECK_PERIOD_S,
 )
-class Summarize(TaskReplica):
+class Summary(TaskReplica):
     task = "summary"

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from nlpserve.errors import Stop, check
+from nlpserve.cancel import Stop, check
 from nlpserve.models.encoder import default_encoder_key, mean_pool
 from nlpserve.resources import checksum, minilm_dir, minilm_version
 from nlpserve.schemas import SummarySettings
