@@ -2,13 +2,13 @@
 (deployments/*.py), then what the config sets; a config's ``ray_actor_options`` replaces the
 decorator's as a whole, as Serve applies it."""
 
-from deployments.encoder import Encoder
-from deployments.ingress import Ingress
-from deployments.ner import NER
-from deployments.sentiment import Sentiment
-from deployments.summary import Summary
+import inspect
 
-DECORATED = {d.name: d for d in (Ingress, Encoder, NER, Sentiment, Summary)}
+import graph
+
+# The deployments graph.py wires: the Ingress and the defaults of build()'s parameters.
+WIRED = (graph.Ingress, *(p.default for p in inspect.signature(graph.build).parameters.values()))
+DECORATED = {d.name: d for d in WIRED}
 
 
 def replica_options(config: dict) -> dict[str, dict]:

@@ -32,6 +32,7 @@ import ray
 
 from nlpserve.jsonl import Line, done_lines, error_record, numbered, read
 from nlpserve.models import SETTINGS, build, build_encoder
+from nlpserve.on_ray.local import app_env
 from nlpserve.schemas import (
     TASKS,
     EncoderSettings,
@@ -44,8 +45,6 @@ from nlpserve.tokens import TokenBatch, Tokenizer
 
 BATCH = 32  # texts per stage call: ~5 MB of vectors, and a kill loses at most a few batches of work
 ROW_GROUP = 1024  # Parquet rows per row group
-# As config/config.yaml's runtime_env: one tokenizer thread per actor, and never the network.
-ENV = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 # CPU milliseconds per text of each stage (one thread, the benchmark's 107-token news paragraphs): the
 # stages share the CPUs in these proportions, so the slowest one is not starved by the others.
 CPU_MS = {"tokenize": 0.25, "ner": 7.8, "encode": 12.0, "heads": 0.4}
@@ -352,7 +351,8 @@ def _ray(address: str | None) -> Iterator[None]:
         yield
         return
     os.environ.setdefault("RAY_worker_niceness", "0")  # as nlpserve.on_ray.local: workers at normal priority
-    ray.init(address=address, include_dashboard=False, runtime_env={"env_vars": ENV})
+    # The models' processes run as the served default's (config/config.yaml's runtime_env): offline.
+    ray.init(address=address, include_dashboard=False, runtime_env={"env_vars": app_env()})
     try:
         yield
     finally:

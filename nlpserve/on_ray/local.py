@@ -15,6 +15,7 @@ from ray.serve._private.api import serve_start
 from ray.serve.schema import ServeDeploySchema
 
 ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "config" / "config.yaml"
 
 
 def free_port() -> int:
@@ -58,7 +59,13 @@ def ray_environment(env: dict[str, str]):
         os.environ.update(saved)
 
 
-def start(config: Path = ROOT / "config" / "config.yaml", port: int | None = None, **ray_init) -> str:
+def app_env(config: Path = CONFIG) -> dict[str, str]:
+    """The env_vars of ``config``'s application runtime_env: what the models' processes run with."""
+    (app,) = yaml.safe_load(Path(config).read_text())["applications"]
+    return dict(app.get("runtime_env", {}).get("env_vars", {}))
+
+
+def start(config: Path = CONFIG, port: int | None = None, **ray_init) -> str:
     """Deploy ``config`` on a new local Ray (``ray.init(**ray_init)``); returns the base URL.
 
     The HTTP port is replaced by ``port`` (a free one by default). Workers import
