@@ -2,6 +2,8 @@
 
 from ray.serve import metrics
 
+from nlpserve.schemas import TaskTiming
+
 MS_BUCKETS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 30000]
 SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64]
 
@@ -41,13 +43,13 @@ class IngressMetrics:
     def send(self, name: str, texts: int) -> None:
         self.stage_texts.observe(texts, tags={"callee": name})
 
-    def call(self, task: str, timing: dict, code: str | None) -> None:
+    def call(self, task: str, timing: TaskTiming, code: str | None) -> None:
         """One task call of a batch; ``code`` says how it failed: the task error's code, ``failed``, ``timeout``
         or ``unavailable`` (docs/operations.md, Metrics). A request's ``deadline_exceeded`` is no failed call:
         not counted."""
-        self.task_latency.observe(timing["call_ms"], tags={"task": task})
-        if timing.get("compute_ms") is not None:
-            self.task_compute.observe(timing["compute_ms"], tags={"task": task})
+        self.task_latency.observe(timing.call_ms, tags={"task": task})
+        if timing.compute_ms is not None:
+            self.task_compute.observe(timing.compute_ms, tags={"task": task})
         if code:
             self.task_failures.inc(tags={"task": task, "kind": code})
 

@@ -6,13 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from nlpserve.schemas import TaskError, TaskTiming
+
 
 @dataclass
 class Answer:
     batch: dict[str, Any]  # the batch it ran in (schemas.Timings: batch_size, queue_ms, tokenize_ms, put_ms...)
-    tasks: dict[str, Any] = field(default_factory=dict)  # task -> its answer, or a TaskError's JSON
+    tasks: dict[str, Any] = field(default_factory=dict)  # task -> its answer, or a TaskError
     models: dict[str, dict] = field(default_factory=dict)  # task -> the model that answered it
-    timings: dict[str, dict] = field(default_factory=dict)  # task -> its call's timings (schemas.TaskTiming)
+    timings: dict[str, TaskTiming] = field(default_factory=dict)  # task -> its call's timings
     cached: list[str] = field(default_factory=list)  # tasks answered from the result cache
 
     @classmethod
@@ -20,7 +22,7 @@ class Answer:
         """No batch ran it: answered from the cache, or out of time before its batch started."""
         return cls({"batch_size": 0, "queue_ms": queue_ms, "tokenize_ms": 0.0, "put_ms": 0.0})
 
-    def add(self, task: str, answer: Any, model: dict | None = None, timing: dict | None = None) -> None:
+    def add(self, task: str, answer: Any, model: dict | None = None, timing: TaskTiming | None = None) -> None:
         """A task's answer (an error has no model) and, when a call of this batch made it, its timings."""
         self.tasks[task] = answer
         if model:
@@ -33,7 +35,9 @@ class Answer:
         self.cached.append(task)
 
     def json(self, ingress_ms: float | None = None) -> dict:
-        timings = {**self.batch, "tasks": self.timings, "cached": sorted(self.cached)}
+        calls = {t: x.model_dump(exclude_none=True) for t, x in self.timings.items()}
+        timings = {**self.batch, "tasks": calls, "cached": sorted(self.cached)}
         if ingress_ms is not None:
             timings["ingress_ms"] = ingress_ms
-        return {**self.tasks, "models": self.models, "timings": timings}
+        tasks = {t: a.model_dump(mode="json") if isinstance(a, TaskError) else a for t, a in self.tasks.items()}
+        return {**tasks, "models": self.models, "timings": timings}

@@ -11,6 +11,8 @@ from collections.abc import Callable
 
 from cachetools import TTLCache
 
+from nlpserve.schemas import TaskError
+
 
 def _made_by(model: dict) -> str:
     """The model, its settings, device and (for a head) encoder kernel, as one key part."""
@@ -51,7 +53,7 @@ class ResultCache:
         """Remember a text's answers, per task; ``models`` says who made each (errors have none)."""
         for task, model in models.items():
             answer = answers[task]
-            if not (isinstance(answer, dict) and "error" in answer):
+            if not isinstance(answer, TaskError):
                 self.latest[task] = model
                 size = sys.getsizeof(text) + len(json.dumps(answer))
                 with contextlib.suppress(ValueError):  # cachetools: an entry larger than the whole cache

@@ -24,7 +24,7 @@ from typing import Any, Protocol, TypeVar
 
 from nlpserve import tracing
 from nlpserve.errors import EncoderMismatch, TokenizerMismatch, describe
-from nlpserve.schemas import ErrorCode, task_error
+from nlpserve.schemas import ErrorCode, TaskError, TaskTiming
 
 # A task call takes the stored TokenBatches (references, nested so the callee resolves them), per
 # reference the rows to answer and, for a head, a one-element list holding the reference to its
@@ -124,11 +124,11 @@ class CallLimits:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a task call gave one batch: per row its answer (or the same TaskError's JSON for each), the
-    call's timings (schemas.TaskTiming) and the model that answered (None when the call failed)."""
+    """What a task call gave one batch: per row its answer (or the same TaskError for each), the call's
+    timings and the model that answered (None when the call failed)."""
 
     answers: list
-    timing: dict
+    timing: TaskTiming
     model: dict | None = None
 
     @property
@@ -177,7 +177,7 @@ class Dispatcher:
         encoders: dict[str, EncodeCall],
         stats: Stats,
         limits: CallLimits | None = None,
-        on_call: Callable[[str, dict, str | None], None] = lambda task, timing, code: None,
+        on_call: Callable[[str, TaskTiming, str | None], None] = lambda task, timing, code: None,
         on_send: Callable[[str, int], None] = lambda name, texts: None,
         on_mismatch: Callable[[], None] = lambda: None,
     ) -> None:
@@ -221,9 +221,9 @@ class Dispatcher:
         for part in parts:
             self._pump(part.stage)
 
-    def failed(self, task: str, error: dict, rows: list[int], start: float) -> Outcome:
-        timing = {"call_ms": ms(time.perf_counter() - start)}
-        self.on_call(task, timing, error["code"])
+    def failed(self, task: str, error: TaskError, rows: list[int], start: float) -> Outcome:
+        timing = TaskTiming(call_ms=ms(time.perf_counter() - start))
+        self.on_call(task, timing, error.code.value)
         return Outcome([error] * len(rows), timing)
 
     async def _wait(self, task: str, part: Part) -> Outcome:
@@ -233,24 +233,24 @@ class Dispatcher:
             reply, answers = await asyncio.wait_for(part.future, timeout)
         except asyncio.TimeoutError:
             self.stats.tasks[task].timeouts += 1
-            error = task_error(ErrorCode.timeout, f"{task} timed out after {timeout:g} s")
+            error = TaskError(code=ErrorCode.timeout, error=f"{task} timed out after {timeout:g} s")
         except Exception as e:  # noqa: BLE001 - any task failure degrades only that task
             self.stats.tasks[task].errors += 1
             if isinstance(e, MISMATCHES):
                 self.on_mismatch()
-            error = task_error(ErrorCode.failed, f"{task} failed: {describe(e)}")
+            error = TaskError(code=ErrorCode.failed, error=f"{task} failed: {describe(e)}")
         else:
-            timing = {
-                "call_ms": ms(time.perf_counter() - part.queued),
-                "wait_ms": ms(part.sent - part.queued),
-                "texts": reply.texts,
-                "to_replica_ms": ms(max(0.0, reply.received - part.sent_wall)),
-                "get_ms": round(reply.get_ms, 3),
-                "compute_ms": round(reply.compute_ms, 3),
-                "replica_ms": round(reply.replica_ms, 3),
-                "encode_ms": reply.encode_ms,
-                "encode_texts": reply.encode_texts,
-            }
+            timing = TaskTiming(
+                call_ms=ms(time.perf_counter() - part.queued),
+                wait_ms=ms(part.sent - part.queued),
+                texts=reply.texts,
+                to_replica_ms=ms(max(0.0, reply.received - part.sent_wall)),
+                get_ms=round(reply.get_ms, 3),
+                compute_ms=round(reply.compute_ms, 3),
+                replica_ms=round(reply.replica_ms, 3),
+                encode_ms=reply.encode_ms,
+                encode_texts=reply.encode_texts,
+            )
             self.on_call(task, timing, None)
             return Outcome(answers, timing, reply.model)
         return self.failed(task, error, part.rows, part.queued)

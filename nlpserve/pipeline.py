@@ -14,7 +14,7 @@ from typing import Any
 from nlpserve import tracing
 from nlpserve.answer import Answer
 from nlpserve.dispatch import CallLimits, Dispatcher, EncodeCall, Outcome, Stats, TaskCall, ms
-from nlpserve.schemas import ErrorCode, task_error
+from nlpserve.schemas import ErrorCode, TaskError, TaskTiming
 from nlpserve.topology import Group, Topology
 
 
@@ -54,8 +54,8 @@ class Stored:
 INLINE_CHARS = 8_000
 
 
-def expired(task: str) -> dict:
-    return task_error(ErrorCode.deadline_exceeded, f"{task} was not done by the request's deadline")
+def expired(task: str) -> TaskError:
+    return TaskError(code=ErrorCode.deadline_exceeded, error=f"{task} was not done by the request's deadline")
 
 
 class Pipeline:
@@ -67,8 +67,8 @@ class Pipeline:
     its group's reference and the rows that asked for it. Tasks that read the same encoder (equal keys:
     weights checksum and tokenizer fingerprint) share one encoder call per batch, over the rows any of
     them needs, whose answer goes to each of them unawaited. Task calls go through a Dispatcher
-    (in-flight limits, waiting calls sent together, timeouts): a task that fails becomes ``{"error": ...,
-    "code": ...}`` in the rows that asked for it; the other tasks are unaffected. An item with a
+    (in-flight limits, waiting calls sent together, timeouts): a task that fails becomes a TaskError
+    in the rows that asked for it; the other tasks are unaffected. An item with a
     ``deadline`` gets what is done by then. Work nobody waits for is stopped: a task call whose items
     have all timed out, passed their deadlines or gone away is cancelled, and so is an encoder call once
     none of its heads' calls is still waiting for it.
@@ -81,7 +81,7 @@ class Pipeline:
         put: Callable[[Any], Any],
         encoders: dict[str, EncodeCall] | None = None,
         limits: CallLimits | None = None,
-        on_call: Callable[[str, dict, str | None], None] = lambda task, timing, code: None,
+        on_call: Callable[[str, TaskTiming, str | None], None] = lambda task, timing, code: None,
         on_send: Callable[[str, int], None] = lambda name, texts: None,
         on_batch: Callable[[int, int, int], None] = lambda size, tokenized, unique: None,
     ) -> None:
@@ -239,7 +239,7 @@ class Pipeline:
 
     async def _unavailable(self, task: str, rows: list[int]) -> Outcome:
         self.stats.tasks[task].errors += 1
-        error = task_error(ErrorCode.unavailable, f"{task} unavailable: {self.topology.unavailable(task)}")
+        error = TaskError(code=ErrorCode.unavailable, error=f"{task} unavailable: {self.topology.unavailable(task)}")
         return self.dispatch.failed(task, error, rows, time.perf_counter())
 
     @staticmethod
@@ -249,5 +249,5 @@ class Pipeline:
             tracing.end(spans, error="abandoned")
             return
         outcome: Outcome = call.result()
-        error = outcome.answers[0]["code"] if outcome.failed else None
-        tracing.end(spans, {f"nlpserve.{k}": v for k, v in outcome.timing.items()}, error)
+        error = outcome.answers[0].code.value if outcome.failed else None
+        tracing.end(spans, {f"nlpserve.{k}": v for k, v in outcome.timing.model_dump(exclude_none=True).items()}, error)

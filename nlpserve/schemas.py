@@ -119,16 +119,15 @@ class ErrorCode(str, Enum):
 
 
 class TaskError(BaseModel):
+    """A task's answer when it did not answer; the other tasks of the request answer as usual."""
+
+    model_config = ConfigDict(frozen=True)
+
     error: str
     code: ErrorCode = Field(
         description="failed: the task raised; timeout: over its task timeout; deadline_exceeded: not done by the "
         "request's deadline_ms; unavailable: its tokenizer or encoder could not be learned."
     )
-
-
-def task_error(code: ErrorCode, message: str) -> dict:
-    """A task's answer when it did not answer: a TaskError, as the JSON it is sent as."""
-    return {"error": message, "code": code.value}
 
 
 class ModelInfo(BaseModel):

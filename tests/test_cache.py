@@ -4,6 +4,7 @@ import json
 import sys
 
 from nlpserve.cache import ResultCache
+from nlpserve.schemas import ErrorCode, TaskError
 
 V1 = {"name": "m", "version": "1", "checksum": "aaa", "settings": "s1"}
 V2 = {"name": "m", "version": "2", "checksum": "bbb", "settings": "s1"}
@@ -43,7 +44,7 @@ def test_errors_are_not_stored_and_entries_expire_and_are_evicted():
     now = [0.0]
     one = sys.getsizeof("a") + len(json.dumps({"label": "a"}))  # the bytes of one text's answer
     cache = ResultCache(2 * one, 300, timer=lambda: now[0])
-    cache.store("t", {"ner": {"error": "ner timed out after 30 s"}}, {"ner": V1})
+    cache.store("t", {"ner": TaskError(error="ner timed out after 30 s", code=ErrorCode.timeout)}, {"ner": V1})
     assert cache.lookup("t", ("ner",), ALL) == {} and cache.latest == {}
     for text in ("a", "b", "c"):  # room for 2: "a" is evicted
         cache.store(text, *answer({"ner": V1}, text))
