@@ -17,7 +17,7 @@ from nlpserve import tracing
 from nlpserve.device import choose_device
 from nlpserve.dispatch import Reply
 from nlpserve.errors import EncoderMismatch, TokenizerMismatch
-from nlpserve.models import SETTINGS, TaskModel, build
+from nlpserve.models import SETTINGS, TaskModel, build, model_entry
 from nlpserve.schemas import Task
 from nlpserve.tokens import EncodedBatch, TokenBatch
 from nlpserve.topology import Inputs
@@ -50,7 +50,7 @@ class TaskReplica(Configured):
             self.loaded = settings.load_key
         else:
             self.model.configure(settings)
-        self.model_info = {**self.model.info(), "device": str(self.device), "settings": settings.answer_hash}
+        self.model_info = model_entry(self.model, settings, str(self.device))
 
     async def __call__(self, refs: list, rows: list[list[int]], encoded: list | None = None) -> Reply:
         """Results for ``rows[i]`` of the TokenBatch behind each ``refs[i]``, in order (a ref with no rows

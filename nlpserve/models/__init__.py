@@ -84,6 +84,12 @@ def build(task: Task, settings: TaskSettings) -> TaskModel:
     return model
 
 
+def model_entry(model: TaskModel, settings: TaskSettings, device: str) -> dict:
+    """What an answer's ``models`` names for a task: the model's identity (``info``), where it ran and the
+    hash of the settings that shape its answers (a head's replica adds the kernel of the vectors it read)."""
+    return {**model.info(), "device": device, "settings": settings.answer_hash}
+
+
 def build_encoder(settings: EncoderSettings) -> EncoderModel:
     """The shared encoder ``settings`` describe (one today: MiniLM, on the kernel they name)."""
     return _backend("encoder", "MiniLMEncoder")(kernel=settings.kernel, threads=settings.torch_threads)

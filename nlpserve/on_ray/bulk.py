@@ -23,7 +23,6 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -31,7 +30,7 @@ import pyarrow.parquet as pq
 import ray
 
 from nlpserve.jsonl import Line, done_lines, error_record, numbered, read
-from nlpserve.models import SETTINGS, build, build_encoder
+from nlpserve.models import SETTINGS, build, build_encoder, model_entry
 from nlpserve.on_ray.local import app_env
 from nlpserve.schemas import (
     TASKS,
@@ -39,7 +38,6 @@ from nlpserve.schemas import (
     IngressSettings,
     NERSettings,
     SentimentSettings,
-    TaskSettings,
 )
 from nlpserve.tokens import TokenBatch, Tokenizer
 
@@ -88,11 +86,6 @@ def _answers(task: str, results: list, info: dict) -> dict[str, np.ndarray]:
     }
 
 
-def _info(model: Any, settings: TaskSettings, **extra: str) -> dict:
-    """The answer's ``models`` entry, as a Serve replica reports it."""
-    return {**model.info(), "device": "cpu", "settings": settings.answer_hash, **extra}
-
-
 class Stage:
     """A ``map_batches`` stage: adds its columns to each batch and returns the columns in ``keep`` (all
     by default; the last stage keeps only the output's, as a separate projection costs a task per block).
@@ -125,7 +118,7 @@ class NER(Stage):
         super().__init__(keep)
         settings = NERSettings()
         self.model = build("ner", settings)
-        self.info = _info(self.model, settings)
+        self.info = model_entry(self.model, settings, "cpu")
 
     def add(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         tokens = _tokens(batch, self.tokenizer)
@@ -156,7 +149,7 @@ class Heads(Stage):
             if task in tasks:
                 settings = SETTINGS[task]()
                 model = build(task, settings)
-                self.models[task] = (model, _info(model, settings, encoder=kernel))
+                self.models[task] = (model, {**model_entry(model, settings, "cpu"), "encoder": kernel})
         torch.set_num_threads(SentimentSettings().torch_threads)  # the sentiment head is the torch model
 
     def add(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
