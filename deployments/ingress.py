@@ -1,4 +1,5 @@
-"""HTTP ingress: FastAPI routes, request limits, @serve.batch tokenization and fan-out."""
+"""The ingress: FastAPI routes (and the gRPC methods of grpc_edge), request limits, @serve.batch
+tokenization and fan-out."""
 
 import asyncio
 import time
@@ -14,6 +15,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle, DeploymentResponse
 
 from deployments import HEALTH_CHECK_PERIOD_S
+from deployments.grpc_edge import GrpcEdge
 from deployments.guard import RequestGuard
 from deployments.metrics import IngressMetrics
 from nlpserve import tracing
@@ -105,7 +107,7 @@ NOT_READY = {
     health_check_period_s=HEALTH_CHECK_PERIOD_S,
 )
 @serve.ingress(api)
-class Ingress:
+class Ingress(GrpcEdge):
     def __init__(
         self,
         ner: DeploymentHandle,

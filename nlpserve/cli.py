@@ -1,6 +1,7 @@
 """`nlpserve analyze`: send a JSONL file through the service, resumably.
 
     nlpserve analyze input.jsonl -o output.jsonl [--url http://127.0.0.1:8000] [--tasks ner sentiment]
+    nlpserve analyze input.jsonl -o output.jsonl --url grpc://127.0.0.1:9000   # the same, over gRPC
 
 Each input line is a JSON string (the text) or an object with "text" and optionally "id".
 Each output line is {"line": n, "id": ..., <the /analyze answer>}, written as batches finish
@@ -123,7 +124,8 @@ async def analyze(args: argparse.Namespace, url: str) -> dict:
     todo, bad = read(numbered(args.input), done)
     with open(args.errors, "a") as errors, open(args.output, "a") as out:
         with tqdm(total=len(todo), unit="text", desc="analyze", disable=args.quiet) as bar:
-            async with AsyncClient(url, timeout=args.timeout, retries=args.retries) as client:
+            transport = "grpc" if url.startswith("grpc://") else "http"
+            async with AsyncClient(url, timeout=args.timeout, retries=args.retries, transport=transport) as client:
                 runner = Runner(client, args.tasks, out, errors, deadline_ms(args.timeout), bar)
                 for number, reason in bad:
                     runner.write_error(number, reason)
@@ -166,13 +168,14 @@ def _seconds(text: str) -> float:
 
 
 def _url(text: str) -> str:
-    """An argparse type: an http:// or https:// URL with a host (anything else would fail every request)."""
+    """An argparse type: an http://, https:// or grpc:// URL with a host (anything else would fail every
+    request)."""
     try:
         url = httpx.URL(text)
     except httpx.InvalidURL as e:
         raise argparse.ArgumentTypeError(f"{text!r} is not a URL: {e}") from None
-    if url.scheme not in ("http", "https") or not url.host:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an http:// or https:// URL with a host")
+    if url.scheme not in ("http", "https", "grpc") or not url.host:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an http://, https:// or grpc:// URL with a host")
     return text
 
 
@@ -214,7 +217,11 @@ def _analyze_arguments(a: argparse.ArgumentParser) -> None:
         help="http: requests to a service (--url, or a temporary local graph); ray-data: the whole file "
         "through the models on Ray Data, no service (for big files; JSONL or Parquet in and out)",
     )
-    a.add_argument("--url", type=_url, help="a running service; default: start a temporary local graph")
+    a.add_argument(
+        "--url",
+        type=_url,
+        help="a running service (http://host:8000, or grpc://host:9000 for gRPC); default: a temporary local graph",
+    )
     a.add_argument(
         "--address",
         help="ray-data: the Ray cluster to run on, as ray.init's address; default: RAY_ADDRESS, or a cluster "

@@ -3,11 +3,15 @@
     with Client("http://127.0.0.1:8000") as nlp:
         nlp.analyze("Apple hired Tim Cook.", tasks=["ner"])["ner"]
 
+    with Client("127.0.0.1:9000", transport="grpc") as nlp:  # the same answers, over gRPC
+        ...
+
 Both build their requests and read the answers with the same code and retry the same way: 408, 429,
 5xx, connection errors and timeouts up to ``retries`` times, after the service's ``Retry-After`` or
 else 0.5, 1, 2, ... up to 10 s. Any other error answer raises ``ServiceError`` at once, and a success
-whose body is not the answer the API describes raises ``UnexpectedAnswer``. Only httpx and tenacity are
-imported, so ``import nlpserve`` stays cheap.
+whose body is not the answer the API describes raises ``UnexpectedAnswer``. Over gRPC each status is
+read as its HTTP status (nlpserve.grpc_api.HTTP_STATUS), so the same errors are retried. Only httpx and
+tenacity are imported here (grpc once a gRPC client is made), so ``import nlpserve`` stays cheap.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
@@ -51,6 +55,16 @@ def _retryable(error: BaseException) -> bool:
     if isinstance(error, ServiceError):
         return error.retryable
     return isinstance(error, httpx.TransportError)
+
+
+Transport = Literal["http", "grpc"]
+
+
+def _grpc(url: str, timeout: float, application: str | None, asynchronous: bool) -> Any:
+    """The gRPC transport, shaped as httpx's client (imported only now: it loads grpc and protobuf)."""
+    from nlpserve.grpc_api import AsyncChannel, Channel
+
+    return (AsyncChannel if asynchronous else Channel)(url, timeout, application)
 
 
 def _wait(state: RetryCallState) -> float:
@@ -145,11 +159,24 @@ _VERSION = _Call("GET", "/version")
 
 class Client:
     """A blocking client of a running service at ``url`` (e.g. ``http://127.0.0.1:8000``); ``timeout`` is in
-    seconds per attempt. Use it as a context manager, or call ``close()``."""
+    seconds per attempt. With ``transport="grpc"``, ``url`` is the gRPC address (``127.0.0.1:9000`` or
+    ``grpc://127.0.0.1:9000``) and ``application`` (or the URL's path: ``grpc://127.0.0.1:9000/nlp``) names
+    the Serve application where a cluster serves several. Use it as a context manager, or call ``close()``."""
 
-    def __init__(self, url: str, *, timeout: float = TIMEOUT_S, retries: int = RETRIES) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = TIMEOUT_S,
+        retries: int = RETRIES,
+        transport: Transport = "http",
+        application: str | None = None,
+    ) -> None:
         self._policy = _policy(retries)
-        self._http = httpx.Client(base_url=url, timeout=timeout)
+        if transport == "grpc":
+            self._transport = _grpc(url, timeout, application, asynchronous=False)
+        else:
+            self._transport = httpx.Client(base_url=url, timeout=timeout)
 
     def analyze(self, text: str, tasks: Iterable[str] | None = None, deadline_ms: int | None = None) -> dict[str, Any]:
         """The /analyze answer: the tasks asked for (all by default), ``models`` and ``timings``."""
@@ -170,7 +197,7 @@ class Client:
         return self._send(_VERSION)
 
     def close(self) -> None:
-        self._http.close()
+        self._transport.close()
 
     def __enter__(self) -> Client:
         return self
@@ -182,15 +209,26 @@ class Client:
         return Retrying(**self._policy)(self._attempt, call)
 
     def _attempt(self, call: _Call) -> Any:
-        return call.result(self._http.request(call.method, call.path, json=call.body))
+        return call.result(self._transport.request(call.method, call.path, json=call.body))
 
 
 class AsyncClient:
-    """``Client`` for asyncio: the same methods, awaited; ``async with AsyncClient(url) as nlp:``."""
+    """``Client`` for asyncio: the same methods and options, awaited; ``async with AsyncClient(url) as nlp:``."""
 
-    def __init__(self, url: str, *, timeout: float = TIMEOUT_S, retries: int = RETRIES) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout: float = TIMEOUT_S,
+        retries: int = RETRIES,
+        transport: Transport = "http",
+        application: str | None = None,
+    ) -> None:
         self._policy = _policy(retries)
-        self._http = httpx.AsyncClient(base_url=url, timeout=timeout)
+        if transport == "grpc":
+            self._transport = _grpc(url, timeout, application, asynchronous=True)
+        else:
+            self._transport = httpx.AsyncClient(base_url=url, timeout=timeout)
 
     async def analyze(
         self, text: str, tasks: Iterable[str] | None = None, deadline_ms: int | None = None
@@ -209,7 +247,7 @@ class AsyncClient:
         return await self._send(_VERSION)
 
     async def close(self) -> None:
-        await self._http.aclose()
+        await self._transport.aclose()
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -223,4 +261,4 @@ class AsyncClient:
         return await AsyncRetrying(**self._policy)(self._attempt, call)
 
     async def _attempt(self, call: _Call) -> Any:
-        return call.result(await self._http.request(call.method, call.path, json=call.body))
+        return call.result(await self._transport.request(call.method, call.path, json=call.body))

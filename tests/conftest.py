@@ -16,6 +16,7 @@ def tokenizer() -> Tokenizer:
 
 TESTS = Path(__file__).resolve().parent
 METRICS_PORT = local.free_port()
+GRPC_PORT = local.free_port()
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +27,10 @@ def url():
     os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = "1"
     # Workers import the fault deployments from tests/.
     base = local.start(
-        num_cpus=4, runtime_env={"env_vars": {"PYTHONPATH": str(TESTS)}}, _metrics_export_port=METRICS_PORT
+        grpc_port=GRPC_PORT,
+        num_cpus=4,
+        runtime_env={"env_vars": {"PYTHONPATH": str(TESTS)}},
+        _metrics_export_port=METRICS_PORT,
     )
     _deploy_faulty_app()
     _deploy_small_app()
@@ -78,3 +82,9 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def metrics_port(url) -> int:
     return METRICS_PORT
+
+
+@pytest.fixture(scope="session")
+def grpc_url(url) -> str:
+    """The session graph's gRPC address (config/config.yaml's grpc_options, on a free port)."""
+    return f"grpc://127.0.0.1:{GRPC_PORT}"

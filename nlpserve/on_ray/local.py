@@ -65,21 +65,27 @@ def app_env(config: Path = CONFIG) -> dict[str, str]:
     return dict(app.get("runtime_env", {}).get("env_vars", {}))
 
 
-def start(config: Path = CONFIG, port: int | None = None, **ray_init) -> str:
+def start(config: Path = CONFIG, port: int | None = None, grpc_port: int | None = None, **ray_init) -> str:
     """Deploy ``config`` on a new local Ray (``ray.init(**ray_init)``); returns the base URL.
 
-    The HTTP port is replaced by ``port`` (a free one by default). Workers import
-    ``graph.py`` from the project root.
+    The HTTP port is replaced by ``port`` and the gRPC port, where the config serves gRPC, by
+    ``grpc_port`` (free ones by default). Workers import ``graph.py`` from the project root.
     """
     raw = yaml.safe_load(Path(config).read_text())
     port = port or free_port()
     raw.setdefault("http_options", {})["port"] = port
+    if "grpc_options" in raw:
+        raw["grpc_options"]["port"] = grpc_port or free_port()
     schema = ServeDeploySchema.model_validate(raw)
     env = ray_init.pop("runtime_env", {}).get("env_vars", {})
     path = ":".join([str(ROOT), *filter(None, [env.pop("PYTHONPATH", "")])])
     with ray_environment(serving_environment()):  # read by Ray's processes as they start
         ray.init(include_dashboard=False, runtime_env={"env_vars": {**env, "PYTHONPATH": path}}, **ray_init)
-    client = serve_start(http_options=schema.http_options.model_dump(), proxy_location=schema.proxy_location)
+    client = serve_start(
+        http_options=schema.http_options.model_dump(),
+        grpc_options=schema.grpc_options.model_dump(),
+        proxy_location=schema.proxy_location,
+    )
     client.deploy_apps(schema, _blocking=True)
     return f"http://{schema.http_options.host}:{port}"
 
