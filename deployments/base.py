@@ -38,7 +38,7 @@ class TaskReplica(Configured):
         self.model: TaskModel | None = None
         self.loaded: tuple | None = None
         self.device = torch.device("cpu")
-        self.lock = asyncio.Lock()  # one model call at a time: spaCy and torch modules are not made for threads
+        self.lock = asyncio.Semaphore(self.passes)  # one model call at a time: spaCy is not made for threads
 
     def _configure(self, config: dict) -> None:
         settings = SETTINGS[self.task](**config)

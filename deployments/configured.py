@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from nlpserve.errors import describe
 
@@ -11,19 +12,22 @@ class Configured:
     """A replica configured by Serve's ``user_config`` (``_configure``) whose health check fails while
     its last reconfigure has failed, so Serve replaces it. One bound without a user_config (Serve then
     never calls ``reconfigure``) configures itself with the defaults on its first call (``_ready``).
-    A reconfigure waits for the model call running (``lock``, held around every model call), and the
-    next call waits for it: a call's answers are made, and labelled, by one model with one set of
-    settings."""
+    A reconfigure waits for the model calls running (``lock``, one of its ``passes`` slots held around
+    every model call), and the next call waits for it: a call's answers are made, and labelled, by one
+    model with one set of settings."""
 
     model: object | None = None
     failure: str | None = None  # why the last reconfigure failed, until one succeeds
-    lock: asyncio.Lock  # held around each model call and each reconfigure
+    passes = 1  # model calls at once
+    lock: asyncio.Semaphore  # ``passes`` slots: one held around each model call, all around a reconfigure
 
     def _configure(self, config: dict) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
     async def reconfigure(self, config: dict) -> None:
-        async with self.lock:  # never under a running model call
+        async with contextlib.AsyncExitStack() as held:
+            for _ in range(self.passes):  # every slot: never under a running model call
+                await held.enter_async_context(self.lock)
             await asyncio.to_thread(self.apply, config)  # a model load: off the loop, health checks go on
 
     def apply(self, config: dict) -> None:

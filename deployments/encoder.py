@@ -40,13 +40,18 @@ class AllSet:
     health_check_period_s=HEALTH_CHECK_PERIOD_S,
 )
 class Encoder(Configured):
+    # Two passes at once (ONNX Runtime sessions take concurrent runs): a long text's pass does not hold up
+    # a short one, which shares the CPU with it and ends first. The ingress sends a second call only once
+    # the first has run its slow_call_s.
+    passes = 2
+
     def __init__(self) -> None:
-        self.lock = asyncio.Lock()  # one pass at a time; a reconfigure waits for it
+        self.lock = asyncio.Semaphore(self.passes)
         self.model: EncoderModel | None = None
         self.loaded: tuple | None = None
         self.counts: Counter[str] = Counter()
         self.texts = metrics.Counter("nlpserve_encoded_texts", "Texts run through the shared encoder.")
-        self.passes = metrics.Counter("nlpserve_encoder_passes", "Encoder passes (each over one or more calls).")
+        self.pass_counter = metrics.Counter("nlpserve_encoder_passes", "Encoder passes (each over one or more calls).")
 
     def _configure(self, config: dict) -> None:
         settings = EncoderSettings(**config)
@@ -58,7 +63,7 @@ class Encoder(Configured):
 
     # No wait: a lone call runs at once, and calls that arrive during a pass form the next one (the
     # ingress sends one call at a time unless several replicas serve). The size comes from EncoderSettings.
-    @serve.batch(batch_wait_timeout_s=0.0)
+    @serve.batch(batch_wait_timeout_s=0.0, max_concurrent_batches=passes)
     async def run(self, calls: list[tuple[list[tuple[TokenBatch, list[int]]], threading.Event, Span | None]]) -> list:
         stop = AllSet([s for _, s, _ in calls])
         began = time.time_ns()
@@ -72,7 +77,7 @@ class Encoder(Configured):
         attributes = {"nlpserve.kernel": kernel, "nlpserve.texts": texts, "nlpserve.calls": len(calls)}
         tracing.record("model", [span for *_, span in calls], began, time.time_ns(), attributes)
         self.counts.update(passes=1, calls=len(calls), texts=texts)
-        self.passes.inc()
+        self.pass_counter.inc()
         if texts:
             self.texts.inc(texts)
         answers, k = [], 0

@@ -145,7 +145,14 @@ class Ingress(GrpcEdge):
         self.analyze_items.set_max_batch_size(s.max_batch_size)
         self.analyze_items.set_batch_wait_timeout_s(s.batch_wait_timeout_s)
         self.pipeline.limit(
-            CallLimits(s.task_timeout_s, s.task_timeouts_s, s.max_calls_in_flight, s.max_batch_size, s.together_s)
+            CallLimits(
+                s.task_timeout_s,
+                s.task_timeouts_s,
+                s.max_calls_in_flight,
+                s.max_batch_size,
+                s.together_s,
+                s.slow_call_s,
+            )
         )
         self.limits = Limits(s.max_text_chars, s.max_request_chars, s.max_text_tokens, s.max_request_tokens)
         api.state.settings = s

@@ -4,9 +4,11 @@ Each deployment the ingress calls first is a *stage*: the shared encoder, or a t
 only (NER). A stage has at most ``max_in_flight`` calls running. Work for a busy stage waits here, and
 the stage's next call takes all of it (up to ``max_texts`` texts), so an idle stage gets a lone text at
 once and a busy one gets bigger calls as the load grows (as Triton's dynamic batcher and TEI's queue).
-A *head* (a task that reads the shared encoder's vectors) rides on its encoder's call: its call is sent
-together with the encoder's, carrying a reference to the encoder's answer, which the head's replica
-awaits itself, so the vectors go from the encoder to the heads without another round trip through here.
+A call that runs longer than ``slow_s`` (a long text) lets one more call go, so it holds up the work
+behind it no longer than that. A *head* (a task that reads the shared encoder's vectors) rides on its
+encoder's call: its call is sent together with the encoder's, carrying a reference to the encoder's
+answer, which the head's replica awaits itself, so the vectors go from the encoder to the heads without
+another round trip through here.
 
 Every call is bounded by its task's timeout; a call that raises or runs out of time answers each of its
 rows with a TaskError and leaves the other tasks alone; a call nobody waits for any more is cancelled.
@@ -113,13 +115,15 @@ class Stats:
 @dataclass(frozen=True)
 class CallLimits:
     """How the Dispatcher calls: the timeout of a call (per task where ``timeouts_s`` names it), calls
-    in flight per stage, texts per call, and how long a free stage waits for its batch's other stages."""
+    in flight per stage, texts per call, how long a free stage waits for its batch's other stages, and
+    after how long a call running still lets one more call go to its stage (``slow_s``)."""
 
     timeout_s: float = 30.0
     timeouts_s: dict[str, float] = field(default_factory=dict)
     max_in_flight: int = 1
     max_texts: int = 32
     together_s: float = 0.25
+    slow_s: float = 2.0
 
 
 @dataclass(frozen=True)
@@ -161,8 +165,12 @@ class Part:
 @dataclass(eq=False)
 class Stage:
     queue: list[Part] = field(default_factory=list)
-    in_flight: int = 0
-    timer: asyncio.TimerHandle | None = None  # a pump when the oldest part stops waiting for its siblings
+    running: list[float] = field(default_factory=list)  # perf_counter at which each call in flight was sent
+    timer: asyncio.TimerHandle | None = None  # a pump when a waiting part may go (siblings, a slow call)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self.running)
 
 
 class Dispatcher:
@@ -263,8 +271,14 @@ class Dispatcher:
             return True
         return all(s.taken or not s.wanted() or self._free(s.stage) for s in part.siblings)
 
-    def _free(self, stage: str) -> bool:
-        return self.stages[stage].in_flight < self.limits.max_in_flight
+    def _free(self, name: str, now: float | None = None) -> bool:
+        """A slot for one more call: fewer than ``max_in_flight`` in flight, or one more once the oldest
+        has run ``slow_s`` (a long text then holds up nobody behind it for longer than that)."""
+        stage, limits = self.stages[name], self.limits
+        if stage.in_flight < limits.max_in_flight:
+            return True
+        now = time.perf_counter() if now is None else now
+        return stage.in_flight == limits.max_in_flight and now - stage.running[0] >= limits.slow_s
 
     def _pump(self, name: str) -> None:
         """While the stage has a free slot, send what waits for it and is ready: as much as one call may take."""
@@ -284,18 +298,24 @@ class Dispatcher:
             for p in parts:
                 stage.queue.remove(p)
                 p.taken = True
-            stage.in_flight += 1
-            detached(self._send(name, parts))  # for several batches: no one request's cancel stops it
+            stage.running.append(now)
+            detached(self._send(name, parts, now))  # for several batches: no one request's cancel stops it
             for other in {s.stage for p in parts for s in p.siblings if not s.taken}:
                 self._pump(other)  # its part of these batches may be ready now
         if stage.timer is not None:
             stage.timer.cancel()
             stage.timer = None
-        if stage.queue and self._free(name):  # parts waiting for their siblings: look again when the first may go
+        if not stage.queue:
+            return
+        if self._free(name, now):  # parts waiting for their siblings: look again when the first may go
             wait = min(p.queued for p in stage.queue) + self.limits.together_s - now
-            stage.timer = asyncio.get_running_loop().call_later(max(wait, 0.0), self._pump, name)
+        elif stage.in_flight == self.limits.max_in_flight:  # busy: look again when its oldest call turns slow
+            wait = stage.running[0] + self.limits.slow_s - now
+        else:
+            return
+        stage.timer = asyncio.get_running_loop().call_later(max(wait, 0.0), self._pump, name)
 
-    async def _send(self, name: str, parts: list[Part]) -> None:
+    async def _send(self, name: str, parts: list[Part], sent: float) -> None:
         try:
             if name in self.encoders:
                 await self._encode(name, parts)
@@ -303,7 +323,7 @@ class Dispatcher:
                 refs, rows = [p.ref for p in parts], [p.rows for p in parts]
                 await self._call(name, parts, lambda: self.tasks[name](refs, rows))
         finally:
-            self.stages[name].in_flight -= 1
+            self.stages[name].running.remove(sent)
             self._pump(name)
 
     async def _encode(self, name: str, parts: list[Part]) -> None:

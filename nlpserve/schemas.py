@@ -231,6 +231,12 @@ class IngressSettings(_Settings):
         description="Calls in flight per deployment (Encoder, NER, ...): more work waits for the next call. With "
         "autoscaling, at least max_replicas x target_ongoing_requests, so the autoscaler sees the load.",
     )
+    slow_call_s: float = Field(
+        2.0,
+        gt=0,
+        description="A call still running after this long (a long text) no longer holds its deployment's slot: one "
+        "more call may go, so the requests behind it are not held up. Well above a full batch's call.",
+    )
     max_text_chars: int = Field(100_000, ge=1)
     max_request_chars: int = Field(
         200_000,

@@ -278,6 +278,37 @@ def test_a_busy_task_sends_its_waiting_calls_as_one_and_never_holds_up_another()
     assert pipe.stats.tasks["summary"].calls == 3 and pipe.stats.tasks["summary"].sends == 2
 
 
+def test_a_slow_call_holds_up_the_calls_behind_it_only_until_it_is_slow():
+    """A long text's call lets one more call go once it has run slow_s."""
+    store, sent = Store(), []
+
+    async def ner(refs, rows):
+        texts = [store.get(ref).texts[i] for ref, rs in zip(refs, rows) for i in rs]
+        sent.append((round(time.perf_counter() - began, 2), texts))
+        await asyncio.sleep(1.0 if texts == ["long"] else 0.05)
+        return reply(texts)
+
+    pipe = wired(
+        lambda: _specs({"ner": Inputs(default_spec())}), {"ner": ner}, put=store, limits=CallLimits(slow_s=0.3)
+    )
+
+    async def go():
+        (long,) = await pipe.start([Item("long", ("ner",))])
+        await asyncio.sleep(0.05)
+        short = [(await pipe.start([Item(f"s{i}", ("ner",))]))[0] for i in range(2)]
+        answers = await asyncio.gather(*(pipe.finish(p) for p in short))
+        done = time.perf_counter() - began
+        await pipe.finish(long)
+        return [a.json()["ner"] for a in answers], done
+
+    began = time.perf_counter()
+    answers, done = asyncio.run(go())
+    assert answers == ["s0", "s1"] and done < 0.6  # not behind the long call's 1 s
+    # The short texts waited for the long call to turn slow (0.3 s), then went together, as one call.
+    (t0, first), (t1, second) = sent
+    assert first == ["long"] and second == ["s0", "s1"] and 0.25 <= t1 - t0 < 0.45, sent
+
+
 async def _specs(specs):
     return specs
 
