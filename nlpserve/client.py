@@ -60,8 +60,12 @@ def _retryable(error: BaseException) -> bool:
 Transport = Literal["http", "grpc"]
 
 
-def _grpc(url: str, timeout: float, application: str | None, asynchronous: bool) -> Any:
-    """The gRPC transport, shaped as httpx's client (imported only now: it loads grpc and protobuf)."""
+def _open(url: str, timeout: float, transport: Transport, application: str | None, asynchronous: bool) -> Any:
+    """httpx's client, or the gRPC channel shaped as one (imported only then: it loads grpc and protobuf)."""
+    if transport == "http":
+        return (httpx.AsyncClient if asynchronous else httpx.Client)(base_url=url, timeout=timeout)
+    if transport != "grpc":
+        raise ValueError(f"transport must be 'http' or 'grpc', not {transport!r}")
     from nlpserve.grpc_api import AsyncChannel, Channel
 
     return (AsyncChannel if asynchronous else Channel)(url, timeout, application)
@@ -173,10 +177,7 @@ class Client:
         application: str | None = None,
     ) -> None:
         self._policy = _policy(retries)
-        if transport == "grpc":
-            self._transport = _grpc(url, timeout, application, asynchronous=False)
-        else:
-            self._transport = httpx.Client(base_url=url, timeout=timeout)
+        self._transport = _open(url, timeout, transport, application, asynchronous=False)
 
     def analyze(self, text: str, tasks: Iterable[str] | None = None, deadline_ms: int | None = None) -> dict[str, Any]:
         """The /analyze answer: the tasks asked for (all by default), ``models`` and ``timings``."""
@@ -225,10 +226,7 @@ class AsyncClient:
         application: str | None = None,
     ) -> None:
         self._policy = _policy(retries)
-        if transport == "grpc":
-            self._transport = _grpc(url, timeout, application, asynchronous=True)
-        else:
-            self._transport = httpx.AsyncClient(base_url=url, timeout=timeout)
+        self._transport = _open(url, timeout, transport, application, asynchronous=True)
 
     async def analyze(
         self, text: str, tasks: Iterable[str] | None = None, deadline_ms: int | None = None
