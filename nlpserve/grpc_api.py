@@ -15,18 +15,10 @@ from google.protobuf import json_format
 from nlpserve.protos import analyze_pb2 as pb
 from nlpserve.protos import analyze_pb2_grpc as rpc
 
-SERVICE = "nlpserve.v1.Analyzer"
 # A task's field in AnalyzeResponse holds a oneof: its answer under this name, or "error".
 ANSWER = {"ner": "entities", "sentiment": "label", "summary": "summary"}
-# The gRPC status of each HTTP error status the ingress answers with.
-STATUS = {
-    400: grpc.StatusCode.INVALID_ARGUMENT,
-    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    422: grpc.StatusCode.INVALID_ARGUMENT,
-    503: grpc.StatusCode.UNAVAILABLE,
-}
-# Seconds to wait before sending again, in the trailing metadata of an UNAVAILABLE (HTTP's Retry-After).
-RETRY_AFTER = "retry-after"
+# The gRPC status of each HTTP error status the ingress's routes raise: a limit, a field error.
+STATUS = {413: grpc.StatusCode.RESOURCE_EXHAUSTED, 422: grpc.StatusCode.INVALID_ARGUMENT}
 
 
 def analyze_body(request: pb.AnalyzeRequest) -> dict:
