@@ -16,12 +16,12 @@ from ray.serve.grpc_util import RayServegRPCContext
 
 from nlpserve import grpc_api
 from nlpserve.protos import analyze_pb2 as pb
-from nlpserve.schemas import AnalyzeRequest, BatchRequest
+from nlpserve.schemas import AnalyzeRequest, BatchRequest, field_errors
 
 
 def _invalid(error: ValidationError) -> str:
-    """The 422's detail for the same body, as FastAPI words it (the field's place under "body")."""
-    return json.dumps([{"type": e["type"], "loc": ["body", *e["loc"]], "msg": e["msg"]} for e in error.errors()])
+    """The 422's detail for the same body, as the HTTP route gives it (each field's place under "body")."""
+    return json.dumps(field_errors([{**e, "loc": ("body", *e["loc"])} for e in error.errors()]))
 
 
 async def _answer(context: RayServegRPCContext, empty: Any, work: Awaitable[Any]) -> Any:

@@ -34,6 +34,7 @@ from nlpserve.schemas import (
     BatchResponse,
     IngressSettings,
     VersionResponse,
+    field_errors,
 )
 from nlpserve.tokens import TokenCache
 from nlpserve.topology import Topology
@@ -58,8 +59,7 @@ async def validation_error(request: Request, exc: RequestValidationError) -> JSO
     if bad_json:
         ctx = bad_json[0].get("ctx", {})
         return JSONResponse({"detail": f"malformed JSON: {ctx.get('error', 'cannot parse body')}"}, status_code=400)
-    detail = [{k: e[k] for k in ("type", "loc", "msg") if k in e} for e in errors]
-    return JSONResponse({"detail": detail}, status_code=422)
+    return JSONResponse({"detail": field_errors(errors)}, status_code=422)
 
 
 @dataclass(frozen=True)

@@ -187,6 +187,11 @@ class VersionResponse(BaseModel):
     tasks: dict[str, ModelInfo | TaskError]
 
 
+def field_errors(errors: list) -> list[dict]:
+    """A 422's detail: each of pydantic's field errors by its type, place (``loc``) and message."""
+    return [{k: e[k] for k in ("type", "loc", "msg") if k in e} for e in errors]
+
+
 class ErrorResponse(BaseModel):
     detail: str
 

@@ -3,6 +3,7 @@ HTTP errors as gRPC statuses, and the checked-in protobuf modules current."""
 
 import asyncio
 import filecmp
+import json
 import subprocess
 import sys
 import threading
@@ -99,7 +100,7 @@ def test_bad_input_gets_the_http_message_under_its_grpc_status(url, grpc_url):
         r = post(url, "/analyze", body)
         assert refused.value.code() == code and r.status_code in (413, 422)
         detail = r.json()["detail"]
-        assert refused.value.details() == (detail if isinstance(detail, str) else grpc_api.json.dumps(detail))
+        assert refused.value.details() == (detail if isinstance(detail, str) else json.dumps(detail))
     with pytest.raises(grpc.RpcError) as refused:
         stub.AnalyzeBatch(pb.AnalyzeBatchRequest(texts=["x"] * 65), metadata=meta, timeout=30)
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "the limit is 64" in refused.value.details()
@@ -161,7 +162,7 @@ def test_the_cli_runs_a_file_over_grpc_and_a_rerun_sends_nothing_again(grpc_url,
     src.write_text("".join(f'{{"id": {i}, "text": "{t}"}}\n' for i, t in enumerate(TEXTS[1:])) + "   \n")
     argv = ["analyze", str(src), "-o", str(out), "--url", f"{grpc_url}/nlp", "--quiet"]
     cli.main(argv)  # returns; a refused run would exit 1
-    lines = [grpc_api.json.loads(x) for x in out.read_text().splitlines()]
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
     assert sorted(x["id"] for x in lines) == [0, 1] and all(x["sentiment"]["label"] for x in lines)
     assert '"line": 3' in (tmp_path / "out.errors.jsonl").read_text()  # the blank line, for good
     cli.main(argv)
