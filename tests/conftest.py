@@ -1,5 +1,7 @@
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,14 @@ def tokenizer() -> Tokenizer:
 TESTS = Path(__file__).resolve().parent
 METRICS_PORT = local.free_port()
 GRPC_PORT = local.free_port()
+# Serve's tracing on, every span to one JSON-lines file, but only where the caller sampled the trace
+# (a traceparent with the sampled flag; ratio 0 for the rest): as a production setup would trace.
+TRACE_FILE = Path(tempfile.mkdtemp(prefix="nlpserve-spans-"), "spans.jsonl")
+TRACING = {
+    "RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH": "nlpserve.tracing:jsonl",
+    "RAY_SERVE_TRACING_SAMPLING_RATIO": "0",
+    "NLPSERVE_TRACE_FILE": str(TRACE_FILE),
+}
 
 
 @pytest.fixture(scope="session")
@@ -26,16 +36,18 @@ def url():
     # time waiting out the drain, and nothing sends to a test app as it goes.
     os.environ["RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S"] = "1"
     # Workers import the fault deployments from tests/.
-    base = local.start(
-        grpc_port=GRPC_PORT,
-        num_cpus=4,
-        runtime_env={"env_vars": {"PYTHONPATH": str(TESTS)}},
-        _metrics_export_port=METRICS_PORT,
-    )
+    with local.ray_environment(TRACING):
+        base = local.start(
+            grpc_port=GRPC_PORT,
+            num_cpus=4,
+            runtime_env={"env_vars": {"PYTHONPATH": str(TESTS)}},
+            _metrics_export_port=METRICS_PORT,
+        )
     _deploy_faulty_app()
     _deploy_small_app()
     yield base
     local.stop()
+    shutil.rmtree(TRACE_FILE.parent, ignore_errors=True)
 
 
 def _deploy_faulty_app():
@@ -82,6 +94,12 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def metrics_port(url) -> int:
     return METRICS_PORT
+
+
+@pytest.fixture(scope="session")
+def trace_file(url) -> Path:
+    """Where the session graph's sampled spans go."""
+    return TRACE_FILE
 
 
 @pytest.fixture(scope="session")

@@ -1,60 +1,50 @@
 """Tracing: the pipeline's spans without Ray (a batch of two requests, tracing off, a failed task),
 the two exporters, and the graph under Serve's native tracing, one trace per request.
 
-The Serve test needs its own Ray started with the tracing variables (Serve reads them when its
-processes start) while the session may already own one, so its scenario runs this file as a script
-in a subprocess, which writes every span to a JSON-lines file (``nlpserve.tracing:jsonl``).
+The Serve test uses the session's graph, whose Ray starts with Serve's tracing variables (conftest):
+every sampled span goes to a JSON-lines file (``nlpserve.tracing:jsonl``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections import defaultdict
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from pathlib import Path
 
 import httpx
 import pytest
+from batches import run_batch
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-if __name__ == "__main__":  # run as a script, only tests/ is on the path: add the project root
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from nlpserve import tracing
+from nlpserve.dispatch import Reply
+from nlpserve.pipeline import Item, Pipeline
+from nlpserve.tokens import default_spec
+from nlpserve.topology import Inputs, Topology
 
-from batches import run_batch  # noqa: E402
-
-from nlpserve import tracing  # noqa: E402
-from nlpserve.dispatch import Reply  # noqa: E402
-from nlpserve.pipeline import Item, Pipeline  # noqa: E402
-from nlpserve.tokens import default_spec  # noqa: E402
-from nlpserve.topology import Inputs, Topology  # noqa: E402
-
-ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("ner", "sentiment", "summary")
 DEPLOYMENTS = {"Ingress", "Encoder", "NER", "Sentiment", "Summary"}
 CALL_OF = {"Encoder": "encode", "NER": "ner call", "Sentiment": "sentiment call", "Summary": "summary call"}
-# Two different texts: a text answered from the result cache makes no task call, so no task spans.
+# Three different texts: a text answered from the result cache makes no task call, so no task spans.
 TEXTS = [
     "Apple Inc. reported record revenue on Thursday. Tim Cook said growth will continue next year.",
     "Goldman Sachs in New York had expected less. Shares of Apple rose 3% in after-hours trading.",
+    "Berlin's mayor opened the new airport on Sunday. Travellers said the queues were short.",
 ]
-# Each request names itself (x-request-id, on Serve's proxy span); the first also continues its caller's
-# trace (traceparent, sampled), the second starts its own.
+# Each request names itself (x-request-id, on the ingress replica's span). The first two continue their
+# callers' traces (traceparent, sampled); the third sends none, so is not traced at sampling ratio 0.
 REQUEST_IDS = ["tracing-test-1", "tracing-test-2"]
-CALLER_TRACE = "a1" * 16
+UNSAMPLED = "tracing-test-3"
+CALLER_TRACES = ["a1" * 16, "b2" * 16]
 HEADERS = [
-    {"x-request-id": REQUEST_IDS[0], "traceparent": f"00-{CALLER_TRACE}-{'1' * 16}-01"},
-    {"x-request-id": REQUEST_IDS[1]},
+    *({"x-request-id": r, "traceparent": f"00-{t}-{'1' * 16}-01"} for r, t in zip(REQUEST_IDS, CALLER_TRACES)),
+    {"x-request-id": UNSAMPLED},
 ]
 
 
@@ -233,33 +223,32 @@ def test_otlp_sends_spans_to_a_collector(monkeypatch):
 
 
 @pytest.mark.serve
-def test_each_request_is_one_trace_through_every_deployment(tmp_path):
-    out = tmp_path / "spans.jsonl"
-    env = {
-        **os.environ,
-        "RAY_SERVE_TRACING_EXPORTER_IMPORT_PATH": "nlpserve.tracing:jsonl",
-        "RAY_SERVE_TRACING_SAMPLING_RATIO": "1",
-        "NLPSERVE_TRACE_FILE": str(out),
-        # The proxy span that carries x-request-id and the caller's traceparent is Serve's Python proxy's;
-        # behind HAProxy a trace starts at the ingress replica.
-        "RAY_SERVE_ENABLE_HA_PROXY": "0",
-    }
-    proc = subprocess.run([sys.executable, __file__], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-5000:]
-    for answer in json.loads(proc.stdout.strip().splitlines()[-1]):
-        assert set(TASKS) <= set(answer) and not any("error" in answer[t] for t in TASKS), answer
+def test_each_request_is_one_trace_through_every_deployment(url, trace_file):
+    """The session's graph traces what its callers sample (conftest: Serve's tracing to a JSON-lines
+    file, sampling ratio 0, so only a sampled traceparent starts a trace), behind HAProxy as served."""
+    for text, headers in zip(TEXTS, HEADERS):
+        r = httpx.post(f"{url}/analyze", json={"text": text}, headers=headers, timeout=120)
+        assert r.status_code == 200, r.text
+        assert not any("error" in r.json()[t] for t in TASKS), r.json()
+    # A span is written as it ends, the ingress's after its answer went: wait until the file stops growing.
+    last = -1
+    while (size := trace_file.stat().st_size if trace_file.exists() else 0) != last:
+        last = size
+        time.sleep(1)
 
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
-    proxies = {r["attributes"].get("request_id"): r for r in rows if r["name"].startswith("proxy_http_request")}
-    assert proxies[REQUEST_IDS[0]]["trace_id"] == CALLER_TRACE  # the caller's trace goes on
-    assert proxies[REQUEST_IDS[0]]["trace_id"] != proxies[REQUEST_IDS[1]]["trace_id"]
-    for request_id in REQUEST_IDS:
-        proxy = proxies[request_id]
-        mine = [r for r in rows if r["trace_id"] == proxy["trace_id"]]
+    rows = [json.loads(line) for line in trace_file.read_text().splitlines()]
+    ingress = {
+        r["attributes"].get("request_id"): r for r in rows if r["name"].startswith("replica_handle_request Ingress")
+    }
+    assert UNSAMPLED not in ingress and not any(r["attributes"].get("request_id") == UNSAMPLED for r in rows)
+    for request_id, caller in zip(REQUEST_IDS, CALLER_TRACES):
+        root = ingress[request_id]
+        assert root["trace_id"] == caller  # the caller's trace goes on
+        mine = [r for r in rows if r["trace_id"] == root["trace_id"]]
         by_id = {r["span_id"]: r for r in mine}
         names = {r["name"] for r in mine}
-        # One tree: every span descends from Serve's proxy span (its parent is the caller's, or none).
-        assert [r["name"] for r in mine if r["parent_id"] not in by_id] == [proxy["name"]], request_id
+        # One tree: every span descends from the ingress replica's span, whose parent is the caller's.
+        assert [r["name"] for r in mine if r["parent_id"] not in by_id] == [root["name"]], request_id
         # Serve's own spans: one per replica request, in every deployment of the graph.
         replicas = {r["attributes"]["deployment"] for r in mine if r["name"].startswith("replica_handle_request")}
         assert replicas >= DEPLOYMENTS, replicas
@@ -283,34 +272,3 @@ def ancestors(row: dict, by_id: dict[str, dict]) -> list[str]:
         row = by_id[row["parent_id"]]
         names.append(row["name"])
     return names
-
-
-def scenario() -> list[dict]:
-    """The default graph on a Ray of its own (tracing from this process's environment), one /analyze
-    request per text; returns the answers once the spans are written."""
-    from nlpserve.on_ray import local
-
-    os.environ["RAY_TMPDIR"] = tmp = tempfile.mkdtemp(prefix="nlpserve-tracing-")  # not the session's Ray
-    path = Path(os.environ["NLPSERVE_TRACE_FILE"])
-    try:
-        base = local.start(num_cpus=4)
-        try:
-            answers = []
-            for text, headers in zip(TEXTS, HEADERS):
-                r = httpx.post(f"{base}/analyze", json={"text": text}, headers=headers, timeout=120)
-                r.raise_for_status()
-                answers.append(r.json())
-            # The proxy's span ends after the answer is sent: wait until the file stops growing.
-            last = -1
-            while (size := path.stat().st_size if path.exists() else 0) != last:
-                last = size
-                time.sleep(1)
-            return answers
-        finally:
-            local.stop()
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-if __name__ == "__main__":
-    print(json.dumps(scenario()))
