@@ -11,6 +11,12 @@ from nlpserve.on_ray import local
 from nlpserve.tokens import Tokenizer
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests with a Ray of their own first (a stable sort keeps the rest in order): once the session's
+    graph is up, its idle replicas take ~20 % of the machine from them."""
+    items.sort(key=lambda item: item.get_closest_marker("own_ray") is None)
+
+
 @pytest.fixture(scope="session")
 def tokenizer() -> Tokenizer:
     return Tokenizer()

@@ -15,7 +15,7 @@ from test_cli import FakeService
 from nlpserve.cli import main
 from nlpserve.resources import DATA_DIR
 
-pytestmark = pytest.mark.serve
+pytestmark = [pytest.mark.serve, pytest.mark.own_ray]
 
 NEWS = [json.loads(x)["text"] for x in (DATA_DIR / "news_lead.jsonl").read_text().splitlines()]
 LONG = " ".join(NEWS[8:12])  # over the encoder's 256-token window: two windows

@@ -58,6 +58,7 @@ def test_cluster_config_is_the_single_node_graph_with_two_replicas_each():
 
 @pytest.mark.serve
 @pytest.mark.slow
+@pytest.mark.own_ray
 def test_replicas_spread_over_two_nodes_and_the_graph_recovers_when_one_is_removed():
     proc = subprocess.run([sys.executable, str(SCENARIO)], cwd=ROOT, capture_output=True, text=True, timeout=900)
     progress = [line for line in proc.stderr.splitlines() if line.startswith("[cluster")]

@@ -87,4 +87,4 @@ def test_sentiment_only_load_scales_what_carries_it_and_leaves_ner_and_summary_a
         assert _wait(lambda r: r["Encoder"] == r["Sentiment"] == 1, 120, history), history[-5:]
         print(f"\nreplicas (NER, Sentiment, Summary, Encoder) every second: {[tuple(r.values()) for r in history]}")
     finally:
-        serve.delete("auto")
+        serve.delete("auto", _blocking=False)  # its replicas go in the background
