@@ -36,20 +36,25 @@ class TaskReplica(Configured):
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
         self.model: TaskModel | None = None
+        self.models: list[TaskModel] = []  # free ones, one per pass: a model serves one call at a time
         self.loaded: tuple | None = None
         self.device = torch.device("cpu")
-        self.lock = asyncio.Semaphore(self.passes)  # one model call at a time: spaCy is not made for threads
+        self.lock = asyncio.Semaphore(self.passes)
 
     def _configure(self, config: dict) -> None:
         settings = SETTINGS[self.task](**config)
         torch.set_num_threads(settings.torch_threads)
         if settings.load_key != self.loaded:
-            self.model = build(self.task, settings)
+            # One instance per pass (spaCy is not made for threads); a reconfigure holds every pass.
+            self.models = [build(self.task, settings) for _ in range(self.passes)]
+            self.model = self.models[0]
             # Where it runs: spaCy and the heads stay on the CPU.
-            self.device = self.model.to(choose_device(ray.get_gpu_ids()))
+            device = choose_device(ray.get_gpu_ids())
+            self.device = [m.to(device) for m in self.models][0]
             self.loaded = settings.load_key
         else:
-            self.model.configure(settings)
+            for model in self.models:
+                model.configure(settings)
         self.model_info = model_entry(self.model, settings, str(self.device))
 
     async def __call__(self, refs: list, rows: list[list[int]], encoded: list | None = None) -> Reply:
@@ -65,11 +70,14 @@ class TaskReplica(Configured):
         batch, flat, vectors, got = await self._read(refs, rows, encoded, used)
         self.counts.update(calls=1, object_refs=len(used), rows=len(flat))
         async with self.lock:  # a reconfigure waits for it: one model and one set of settings per call
-            model, info = self.model, self.model_info
-            self._check(model, info["name"], batch, vectors)
-            row_vectors = [e.row(r) for e, i in zip(vectors, used) for r in rows[i]]
-            began = time.perf_counter()  # the model's time, not the wait for the one before it
-            results = await self._run(model, batch, flat, row_vectors)
+            model, info = self.models.pop(), self.model_info
+            try:
+                self._check(model, info["name"], batch, vectors)
+                row_vectors = [e.row(r) for e, i in zip(vectors, used) for r in rows[i]]
+                began = time.perf_counter()  # the model's time, not the wait for the one before it
+                results = await self._run(model, batch, flat, row_vectors)
+            finally:
+                self.models.append(model)
         done = time.perf_counter()
         attributes = {"nlpserve.model": info["name"], "nlpserve.texts": len(flat)}
         span = tracing.recording(serve.get_trace_context())  # Serve's span of this call, if traced

@@ -137,6 +137,7 @@ class Ingress(GrpcEdge):
         self.caches: tuple | None = None  # the settings the caches were made with
         self.asked: dict[str, tuple[float, asyncio.Future]] = {}  # per deployment, its latest info() call
         self.counting = asyncio.Semaphore(1)  # requests whose tokens are being counted (_admit)
+        self.starting = asyncio.Lock()  # one batch starts at a time: the tokenizers and their caches are shared
         self.reconfigure({})
 
     def reconfigure(self, config: dict) -> None:
@@ -170,7 +171,8 @@ class Ingress(GrpcEdge):
     @serve.batch(max_concurrent_batches=1)
     async def analyze_items(self, requests: list[list[Item]]) -> list[list[Pending]]:
         items = [replace(it, request=k) for k, request in enumerate(requests) for it in request]
-        pending = await self.pipeline.start(items)
+        async with self.starting:
+            pending = await self.pipeline.start(items)
         out, k = [], 0
         for request in requests:
             out.append(pending[k : k + len(request)])
@@ -232,16 +234,19 @@ class Ingress(GrpcEdge):
             self.asked[name] = (time.perf_counter(), call)
         return call
 
-    async def _admit(self, texts: list[str], labels: list[str], tasks: tuple[str, ...]) -> None:
+    async def _admit(self, texts: list[str], labels: list[str], tasks: tuple[str, ...]) -> bool:
         """413 for a request over a limit, before it joins a batch, so a refusal costs only its own work:
         characters at once; tokens only if its characters could pass a token limit, counted in a thread,
-        one such request at a time, with the tokenizers of its own tasks."""
+        one such request at a time, with the tokenizers of its own tasks. True if it was counted: a long
+        request, which then starts a batch of its own (_start)."""
         try:
             self.limits.check_chars(texts, labels)
-            if self.limits.needs_counting(texts):
-                tokenizers = await self.topology.tokenizers(tasks)
-                async with self.counting:
-                    await asyncio.to_thread(self.limits.check_tokens, texts, labels, tokenizers)
+            if not self.limits.needs_counting(texts):
+                return False
+            tokenizers = await self.topology.tokenizers(tasks)
+            async with self.counting:
+                await asyncio.to_thread(self.limits.check_tokens, texts, labels, tokenizers)
+            return True
         except Refused as e:
             raise HTTPException(413, str(e)) from None
 
@@ -251,7 +256,7 @@ class Ingress(GrpcEdge):
         """One answer per text: the tasks the result cache has, the others from one batched request."""
         received = time.perf_counter()
         deadline = None if deadline_ms is None else received + deadline_ms / 1000
-        await self._admit(texts, labels, tasks)
+        long = await self._admit(texts, labels, tasks)
         span = tracing.recording(serve.get_trace_context())  # None unless Serve traces this request
         cached = await self._cached(texts, tasks, received, deadline)
         items = {
@@ -259,7 +264,7 @@ class Ingress(GrpcEdge):
             for i, (text, found) in enumerate(zip(texts, cached))
             if (missing := tuple(t for t in tasks if t not in found))
         }
-        started = await self._start(list(items.values()), deadline) if items else []
+        started = await self._start(list(items.values()), deadline, long) if items else []
         if started is None:  # the deadline passed while the batch queued or tokenized
             done = {i: self.pipeline.expired_result(it) for i, it in items.items()}
         else:
@@ -275,11 +280,13 @@ class Ingress(GrpcEdge):
             results.append(answer.json(ingress_ms=round((time.perf_counter() - received) * 1000, 3)))
         return results
 
-    async def _start(self, items: list[Item], deadline: float | None) -> list[Pending] | None:
+    async def _start(self, items: list[Item], deadline: float | None, alone: bool) -> list[Pending] | None:
         """The items' batch started (tokenized, task calls made), or None if ``deadline`` came first: a
         deadline counts from the request's arrival, batch queue and tokenization included. Items that
-        start after their request gave up (deadline, disconnect) leave their task calls at once."""
-        start = asyncio.ensure_future(self.analyze_items(items))
+        start after their request gave up (deadline, disconnect) leave their task calls at once.
+        ``alone``: in a batch of their own, so that no other request's texts share (and wait for) the
+        calls of a long text."""
+        start = asyncio.ensure_future(self._start_alone(items) if alone else self.analyze_items(items))
         try:
             left = None if deadline is None else max(0.0, deadline - time.perf_counter())
             await asyncio.wait({start}, timeout=left)
@@ -287,6 +294,10 @@ class Ingress(GrpcEdge):
             if not start.done():
                 start.add_done_callback(self._release)
         return start.result() if start.done() else None
+
+    async def _start_alone(self, items: list[Item]) -> list[Pending]:
+        async with self.starting:
+            return await self.pipeline.start(items)
 
     def _release(self, start: asyncio.Future) -> None:
         if not start.cancelled() and start.exception() is None:

@@ -10,3 +10,6 @@ from deployments.base import TaskReplica
 )
 class NER(TaskReplica):
     task = "ner"
+    # Two parses at once, each on its own model: a long text's parse (seconds for 16k tokens) does not
+    # hold up the calls sent beside it once it turns slow (IngressSettings.slow_call_s).
+    passes = 2
