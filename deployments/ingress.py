@@ -297,7 +297,7 @@ class Ingress(GrpcEdge):
 
     async def _start_alone(self, items: list[Item]) -> list[Pending]:
         async with self.starting:
-            return await self.pipeline.start(items)
+            return await self.pipeline.start(items, alone=True)
 
     def _release(self, start: asyncio.Future) -> None:
         if not start.cancelled() and start.exception() is None:

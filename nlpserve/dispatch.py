@@ -154,6 +154,7 @@ class Part:
     heads: dict[str, Part] = field(default_factory=dict)
     siblings: list[Part] = field(default_factory=list)  # the same batch's parts at the other stages
     taken: bool = False  # its stage has taken it into a call
+    alone: bool = False  # in a call of its own (a long request's)
     sent: float = 0.0  # perf_counter when its call was sent
     sent_wall: float = 0.0  # the same moment, time.time(), against the replica's clock
 
@@ -221,10 +222,12 @@ class Dispatcher:
         calls = {head: asyncio.ensure_future(self._wait(head, part)) for head, part in parts.items()}
         return Part(encoder, ref, union, None, spans=batch_spans, heads=parts), calls
 
-    def queue(self, parts: list[Part]) -> None:
-        """One batch's parts, to their stages: they go out together (see ``_ready``)."""
+    def queue(self, parts: list[Part], alone: bool = False) -> None:
+        """One batch's parts, to their stages: they go out together (see ``_ready``); ``alone``: each in
+        a call with no other batch's part."""
         for part in parts:
             part.siblings = [p for p in parts if p is not part]
+            part.alone = alone
             self.stages[part.stage].queue.append(part)
         for part in parts:
             self._pump(part.stage)
@@ -291,7 +294,7 @@ class Dispatcher:
                 break
             parts, texts = [], 0
             for p in ready:
-                if parts and texts + len(p.rows) > self.limits.max_texts:
+                if parts and (p.alone or parts[0].alone or texts + len(p.rows) > self.limits.max_texts):
                     break
                 parts.append(p)
                 texts += len(p.rows)

@@ -106,14 +106,15 @@ class Pipeline:
         """New limits, for the batches and task calls that start from now on."""
         self.dispatch.limits = limits
 
-    async def start(self, items: Sequence[Item]) -> list[Pending]:
+    async def start(self, items: Sequence[Item], alone: bool = False) -> list[Pending]:
         """Tokenize and store the batch once per group it needs and queue one call per task at its
-        stage; returns at once, one Pending per item, for ``finish``."""
+        stage; returns at once, one Pending per item, for ``finish``. ``alone``: its calls take no other
+        batch's texts (a long request: they would wait for it)."""
         start = time.perf_counter()
         stored = await self._store(items, await self.topology.current())
         rows = {t: [i for i, it in enumerate(items) if t in it.tasks] for t in self.tasks}
         batch_of, spans = self._trace(items, start, stored.steps, rows)
-        calls = self._queue(stored.refs, {t: r for t, r in rows.items() if r}, spans, batch_of)
+        calls = self._queue(stored.refs, {t: r for t, r in rows.items() if r}, spans, batch_of, alone)
         for t, call in calls.items():
             if spans[t]:
                 call.add_done_callback(partial(self._end_spans, spans[t]))
@@ -176,7 +177,7 @@ class Pipeline:
         return batch_of, {t: tracing.each(t, [items[i].trace for i in r]) for t, r in rows.items()}
 
     def _queue(
-        self, refs: dict[str, Any], rows: dict[str, list[int]], spans: dict[str, list], batch_of: list
+        self, refs: dict[str, Any], rows: dict[str, list[int]], spans: dict[str, list], batch_of: list, alone: bool
     ) -> dict[str, asyncio.Future[Outcome]]:
         """Per task, its answers for its rows: queued at its stage, a head at its encoder's."""
         calls: dict[str, asyncio.Future[Outcome]] = {}
@@ -197,7 +198,7 @@ class Pipeline:
             part, head_calls = self.dispatch.heads(encoder, ref, head_rows, mine, batch_spans)
             parts.append(part)
             calls.update(head_calls)
-        self.dispatch.queue(parts)
+        self.dispatch.queue(parts, alone)
         return calls
 
     async def finish(self, pending: Pending) -> Answer:

@@ -309,6 +309,31 @@ def test_a_slow_call_holds_up_the_calls_behind_it_only_until_it_is_slow():
     assert first == ["long"] and second == ["s0", "s1"] and 0.25 <= t1 - t0 < 0.45, sent
 
 
+def test_a_long_request_shares_no_call_with_other_requests():
+    """Queued behind a busy stage between short texts, a long request's batch (``alone``) goes in a call of
+    its own: joined with them, they would wait for its long work."""
+    store, sent = Store(), []
+
+    async def ner(refs, rows):
+        texts = [store.get(ref).texts[i] for ref, rs in zip(refs, rows) for i in rs]
+        sent.append(texts)
+        await asyncio.sleep(0.2 if texts == ["first"] else 0.01)
+        return reply(texts)
+
+    pipe = wired(lambda: _specs({"ner": Inputs(default_spec())}), {"ner": ner}, put=store)
+
+    async def go():
+        started = await pipe.start([Item("first", ("ner",))])
+        await asyncio.sleep(0.05)  # the stage is busy: what comes now waits for its next call
+        started += await pipe.start([Item("s0", ("ner",))])
+        started += await pipe.start([Item("long", ("ner",))], alone=True)
+        started += await pipe.start([Item("s1", ("ner",))])
+        return [(await pipe.finish(p)).json()["ner"] for p in started]
+
+    assert asyncio.run(go()) == ["first", "s0", "long", "s1"]
+    assert sent == [["first"], ["s0"], ["long"], ["s1"]]  # without alone: ["s0", "long", "s1"] in one call
+
+
 async def _specs(specs):
     return specs
 
