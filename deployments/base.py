@@ -29,7 +29,7 @@ class TaskReplica(Configured):
     The model is built by the registry (nlpserve.models) from the ``user_config`` (``backend``,
     ``model``, ...) in ``reconfigure``, which Serve calls before the replica takes requests; a
     changed model reference loads the new model in place, other settings reconfigure it (after the
-    model call running, see Configured)."""
+    model call running, see Configured). With ``passes`` > 1 each pass has a model of its own."""
 
     task: Task
 
@@ -50,7 +50,9 @@ class TaskReplica(Configured):
             self.model = self.models[0]
             # Where it runs: spaCy and the heads stay on the CPU.
             device = choose_device(ray.get_gpu_ids())
-            self.device = [m.to(device) for m in self.models][0]
+            self.device = self.model.to(device)
+            for model in self.models[1:]:
+                model.to(device)
             self.loaded = settings.load_key
         else:
             for model in self.models:

@@ -234,19 +234,16 @@ class Ingress(GrpcEdge):
             self.asked[name] = (time.perf_counter(), call)
         return call
 
-    async def _admit(self, texts: list[str], labels: list[str], tasks: tuple[str, ...]) -> bool:
+    async def _admit(self, texts: list[str], labels: list[str], tasks: tuple[str, ...]) -> None:
         """413 for a request over a limit, before it joins a batch, so a refusal costs only its own work:
         characters at once; tokens only if its characters could pass a token limit, counted in a thread,
-        one such request at a time, with the tokenizers of its own tasks. True if it was counted: a long
-        request, which then starts a batch of its own (_start)."""
+        one such request at a time, with the tokenizers of its own tasks."""
         try:
             self.limits.check_chars(texts, labels)
-            if not self.limits.needs_counting(texts):
-                return False
-            tokenizers = await self.topology.tokenizers(tasks)
-            async with self.counting:
-                await asyncio.to_thread(self.limits.check_tokens, texts, labels, tokenizers)
-            return True
+            if self.limits.needs_counting(texts):
+                tokenizers = await self.topology.tokenizers(tasks)
+                async with self.counting:
+                    await asyncio.to_thread(self.limits.check_tokens, texts, labels, tokenizers)
         except Refused as e:
             raise HTTPException(413, str(e)) from None
 
@@ -256,7 +253,7 @@ class Ingress(GrpcEdge):
         """One answer per text: the tasks the result cache has, the others from one batched request."""
         received = time.perf_counter()
         deadline = None if deadline_ms is None else received + deadline_ms / 1000
-        long = await self._admit(texts, labels, tasks)
+        await self._admit(texts, labels, tasks)
         span = tracing.recording(serve.get_trace_context())  # None unless Serve traces this request
         cached = await self._cached(texts, tasks, received, deadline)
         items = {
@@ -264,7 +261,8 @@ class Ingress(GrpcEdge):
             for i, (text, found) in enumerate(zip(texts, cached))
             if (missing := tuple(t for t in tasks if t not in found))
         }
-        started = await self._start(list(items.values()), deadline, long) if items else []
+        alone = self.limits.has_long_text(texts)  # its calls would hold up the texts they share
+        started = await self._start(list(items.values()), deadline, alone) if items else []
         if started is None:  # the deadline passed while the batch queued or tokenized
             done = {i: self.pipeline.expired_result(it) for i, it in items.items()}
         else:
@@ -284,8 +282,8 @@ class Ingress(GrpcEdge):
         """The items' batch started (tokenized, task calls made), or None if ``deadline`` came first: a
         deadline counts from the request's arrival, batch queue and tokenization included. Items that
         start after their request gave up (deadline, disconnect) leave their task calls at once.
-        ``alone``: in a batch of their own, so that no other request's texts share (and wait for) the
-        calls of a long text."""
+        ``alone``: in a batch, and calls, of their own, so that no other request's texts share (and wait
+        for) the calls of a long text."""
         start = asyncio.ensure_future(self._start_alone(items) if alone else self.analyze_items(items))
         try:
             left = None if deadline is None else max(0.0, deadline - time.perf_counter())

@@ -10,6 +10,7 @@ from deployments.base import TaskReplica
 )
 class NER(TaskReplica):
     task = "ner"
-    # Two parses at once, each on its own model: a long text's parse (seconds for 16k tokens) does not
-    # hold up the calls sent beside it once it turns slow (IngressSettings.slow_call_s).
+    # Two parses at once, each on its own model (a transformers model is then held twice): a long text's
+    # parse (seconds for 16k tokens) does not hold up the calls sent beside it once it turns slow
+    # (IngressSettings.slow_call_s).
     passes = 2

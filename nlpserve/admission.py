@@ -35,8 +35,11 @@ class Limits:
 
     def needs_counting(self, texts: Sequence[str]) -> bool:
         """Whether the request could pass a token limit (else it cannot, whatever its tokenizers)."""
-        longest, total = max(map(len, texts)), sum(map(len, texts))
-        return longest * TOKENS_PER_CHAR > self.max_text_tokens or total * TOKENS_PER_CHAR > self.max_request_tokens
+        return self.has_long_text(texts) or sum(map(len, texts)) * TOKENS_PER_CHAR > self.max_request_tokens
+
+    def has_long_text(self, texts: Sequence[str]) -> bool:
+        """Whether a text could pass max_text_tokens: one that may take its models seconds."""
+        return max(map(len, texts)) * TOKENS_PER_CHAR > self.max_text_tokens
 
     def check_tokens(self, texts: Sequence[str], labels: Sequence[str], tokenizers: Sequence[Tokenizer]) -> None:
         """Refuses a text or the request over a token limit of one of ``tokenizers`` (the groups its tasks

@@ -33,6 +33,8 @@ def test_only_texts_that_could_pass_a_token_limit_are_counted():
     assert not LIMITS.needs_counting(["a"])  # 4 tokens at most, for any tokenizer
     assert LIMITS.needs_counting(["a" * 3])  # could be 12 tokens: over max_text_tokens
     assert LIMITS.needs_counting(["a" * 2, "b" * 2])  # could be 16 in all: over max_request_tokens
+    # Only the first holds a long text (one that gets calls of its own): many short ones are not one.
+    assert LIMITS.has_long_text(["a", "a" * 3]) and not LIMITS.has_long_text(["a" * 2, "b" * 2])
     # A real tokenizer never makes more tokens than TOKENS_PER_CHAR per character.
     hostile = "\U0001f600é,!" * 50
     assert Tokenizer().count(hostile) <= TOKENS_PER_CHAR * len(hostile)
