@@ -60,5 +60,4 @@ class GrpcEdge:
         return grpc_api.version_response(await self.version())
 
     async def Health(self, request: pb.HealthRequest) -> pb.HealthResponse:
-        await self.topology.fresh()
-        return grpc_api.health_response(self.topology.unready())
+        return grpc_api.health_response(await self._missing())

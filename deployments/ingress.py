@@ -137,7 +137,7 @@ class Ingress(GrpcEdge):
         self.caches: tuple | None = None  # the settings the caches were made with
         self.asked: dict[str, tuple[float, asyncio.Future]] = {}  # per deployment, its latest info() call
         self.counting = asyncio.Semaphore(1)  # requests whose tokens are being counted (_admit)
-        self.starting = asyncio.Lock()  # one batch starts at a time: the tokenizers and their caches are shared
+        self.starting = asyncio.Lock()  # held while a batch starts (_begin)
         self.reconfigure({})
 
     def reconfigure(self, config: dict) -> None:
@@ -171,8 +171,7 @@ class Ingress(GrpcEdge):
     @serve.batch(max_concurrent_batches=1)
     async def analyze_items(self, requests: list[list[Item]]) -> list[list[Pending]]:
         items = [replace(it, request=k) for k, request in enumerate(requests) for it in request]
-        async with self.starting:
-            pending = await self.pipeline.start(items)
+        pending = await self._begin(items)
         out, k = [], 0
         for request in requests:
             out.append(pending[k : k + len(request)])
@@ -284,7 +283,7 @@ class Ingress(GrpcEdge):
         start after their request gave up (deadline, disconnect) leave their task calls at once.
         ``alone``: in a batch, and calls, of their own, so that no other request's texts share (and wait
         for) the calls of a long text."""
-        start = asyncio.ensure_future(self._start_alone(items) if alone else self.analyze_items(items))
+        start = asyncio.ensure_future(self._begin(items, alone=True) if alone else self.analyze_items(items))
         try:
             left = None if deadline is None else max(0.0, deadline - time.perf_counter())
             await asyncio.wait({start}, timeout=left)
@@ -293,9 +292,10 @@ class Ingress(GrpcEdge):
                 start.add_done_callback(self._release)
         return start.result() if start.done() else None
 
-    async def _start_alone(self, items: list[Item]) -> list[Pending]:
+    async def _begin(self, items: list[Item], alone: bool = False) -> list[Pending]:
+        """The one way a batch starts: one at a time, as the tokenizers and their caches are shared."""
         async with self.starting:
-            return await self.pipeline.start(items, alone=True)
+            return await self.pipeline.start(items, alone)
 
     def _release(self, start: asyncio.Future) -> None:
         if not start.cancelled() and start.exception() is None:
@@ -328,11 +328,15 @@ class Ingress(GrpcEdge):
         """Ready when every task and encoder said what it reads in the last round of inputs() and every task
         is in a tokenizer group, else 503 naming what is missing. A stale round (a task did not answer, a
         model was swapped) is asked again first, so a new ingress is ready on its first probe."""
-        await self.topology.fresh()
-        missing = self.topology.unready()
+        missing = await self._missing()
         if missing:
             return JSONResponse({"status": "not ready", "missing": missing}, status_code=503)
         return JSONResponse({"status": "ready"})
+
+    async def _missing(self) -> dict[str, str]:
+        """What is not ready (readyz, and the gRPC Health), after a fresh round of inputs() if it was stale."""
+        await self.topology.fresh()
+        return self.topology.unready()
 
     @api.get("/version", response_model=VersionResponse, response_model_exclude_none=True)
     async def version(self) -> dict:
