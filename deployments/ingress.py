@@ -71,6 +71,10 @@ class Encoding:
     response: DeploymentResponse
     vectors: ray.ObjectRef
 
+    async def done(self, timeout: float) -> None:
+        # Waited for, not fetched: the vectors go to the heads, wherever they run.
+        await asyncio.to_thread(ray.wait, [self.vectors], fetch_local=False, timeout=timeout)
+
     def cancel(self) -> None:
         self.response.cancel()
 

@@ -8,7 +8,9 @@ A call that runs longer than ``slow_s`` (a long text) lets one more call go, so 
 behind it no longer than that. A *head* (a task that reads the shared encoder's vectors) rides on its
 encoder's call: its call is sent together with the encoder's, carrying a reference to the encoder's
 answer, which the head's replica awaits itself, so the vectors go from the encoder to the heads without
-another round trip through here.
+another round trip through here. An encoder's slot frees when its pass ends, not when its heads answer, so
+its next pass runs while the heads read the last one (at most one more call per slot is left waiting for
+its heads).
 
 Every call is bounded by its task's timeout; a call that raises or runs out of time answers each of its
 rows with a TaskError and leaves the other tasks alone; a call nobody waits for any more is cancelled.
@@ -41,9 +43,12 @@ MISMATCHES = (TokenizerMismatch, EncoderMismatch)
 
 class Encoding(Protocol):
     """An encoder call on its way: ``vectors`` is what its heads are given (in Serve, the ObjectRef of
-    the call's answer); ``cancel`` stops the call."""
+    the call's answer); ``done`` returns once the pass has ended, however it ended, or after ``timeout``
+    seconds; ``cancel`` stops the call."""
 
     vectors: Any
+
+    async def done(self, timeout: float) -> None: ...
 
     def cancel(self) -> None: ...
 
@@ -167,6 +172,7 @@ class Part:
 class Stage:
     queue: list[Part] = field(default_factory=list)
     running: list[float] = field(default_factory=list)  # perf_counter at which each call in flight was sent
+    chains: int = 0  # an encoder's calls whose heads have not all answered (passing, or passed)
     timer: asyncio.TimerHandle | None = None  # a pump when a waiting part may go (siblings, a slow call)
 
     @property
@@ -276,8 +282,11 @@ class Dispatcher:
 
     def _free(self, name: str, now: float | None = None) -> bool:
         """A slot for one more call: fewer than ``max_in_flight`` in flight, or one more once the oldest
-        has run ``slow_s`` (a long text then holds up nobody behind it for longer than that)."""
+        has run ``slow_s`` (a long text then holds up nobody behind it for longer than that). Never while
+        an encoder's heads have not answered one call per slot beyond those in flight: they are behind."""
         stage, limits = self.stages[name], self.limits
+        if stage.chains >= 2 * limits.max_in_flight:
+            return False
         if stage.in_flight < limits.max_in_flight:
             return True
         now = time.perf_counter() if now is None else now
@@ -319,44 +328,76 @@ class Dispatcher:
         stage.timer = asyncio.get_running_loop().call_later(max(wait, 0.0), self._pump, name)
 
     async def _send(self, name: str, parts: list[Part], sent: float) -> None:
-        try:
-            if name in self.encoders:
-                await self._encode(name, parts)
-            else:
-                refs, rows = [p.ref for p in parts], [p.rows for p in parts]
-                await self._call(name, parts, lambda: self.tasks[name](refs, rows))
-        finally:
-            self.stages[name].running.remove(sent)
+        stage = self.stages[name]
+
+        def free() -> None:
+            stage.running.remove(sent)
             self._pump(name)
 
-    async def _encode(self, name: str, parts: list[Part]) -> None:
-        """One encoder call for ``parts`` and, with it, one call per head they carry; the encoder's slot
-        is held until the heads have answered. The encoder call is cancelled if a head gave up or failed."""
-        heads = sorted({h for p in parts for h in p.heads})
+        if name in self.encoders:
+            await self._encode(name, parts, free)
+            return
+        try:
+            refs, rows = [p.ref for p in parts], [p.rows for p in parts]
+            await self._call(name, parts, lambda: self.tasks[name](refs, rows))
+        finally:
+            free()
+
+    async def _encode(self, name: str, parts: list[Part], free: Callable[[], None]) -> None:
+        """One encoder call for ``parts`` and, with it, one call per head they carry. ``free`` gives the
+        encoder's slot back once the pass has ended, or failed, or its heads have all answered; until they
+        have, the call is one of the stage's chains. The encoder call is cancelled if a head gave up or failed."""
+        stage = self.stages[name]
+        try:
+            encoding = await self._sent_encoding(name, parts)
+        except BaseException:
+            free()
+            raise
+        if encoding is None:
+            free()
+            return
+        stage.chains += 1
+
+        def ended(passed: asyncio.Future) -> None:
+            if not passed.cancelled():
+                passed.exception()  # seen: a failed pass is the heads' to tell
+            free()
+
+        passing = asyncio.ensure_future(encoding.done(max(self.timeout(h) for p in parts for h in p.heads)))
+        passing.add_done_callback(ended)
+        try:
+            refs = [p.ref for p in parts]
+            calls = []
+            for h in sorted({h for p in parts for h in p.heads}):
+                rows = [p.heads[h].rows if h in p.heads else [] for p in parts]
+                mine = [p.heads[h] for p in parts if h in p.heads]
+                send = lambda h=h, rows=rows: self.tasks[h](refs, rows, [encoding.vectors])  # noqa: E731
+                calls.append(self._call(h, mine, send))
+            if not all(await asyncio.gather(*calls)):
+                encoding.cancel()  # a head gave up or failed: nobody else reads this pass
+        finally:
+            passing.cancel()  # the heads are done: the slot goes back now if the pass has not said it ended
+            stage.chains -= 1
+            self._pump(name)
+
+    async def _sent_encoding(self, name: str, parts: list[Part]) -> Encoding | None:
+        """The encoder call for ``parts``, once sent; None if it could not be (each head is told why)."""
         texts = sum(len(p.rows) for p in parts)
         self._sent(name, parts, texts)
-        timeout = max(self.timeout(h) for h in heads)
+        timeout = max(self.timeout(h) for p in parts for h in p.heads)
         span = tracing.begin("encode", [s for p in parts for s in p.spans], tracing.PRODUCER)
         try:
             with tracing.using(span):  # Serve sends the current span's context with the call
                 sending = self.encoders[name]([p.ref for p in parts], [p.rows for p in parts])
-                encoding = await asyncio.wait_for(sending, timeout)
+                return await asyncio.wait_for(sending, timeout)
         except Exception as e:  # noqa: BLE001 - each head reports it
             for p in parts:
                 for head in p.heads.values():
                     if not head.future.done():
                         head.future.set_exception(e)
-            return
+            return None
         finally:
             tracing.end([span], {"nlpserve.texts": texts})
-        refs = [p.ref for p in parts]
-        calls = []
-        for h in heads:
-            rows = [p.heads[h].rows if h in p.heads else [] for p in parts]
-            mine = [p.heads[h] for p in parts if h in p.heads]
-            calls.append(self._call(h, mine, lambda h=h, rows=rows: self.tasks[h](refs, rows, [encoding.vectors])))
-        if not all(await asyncio.gather(*calls)):
-            encoding.cancel()  # a head gave up or failed: nobody else reads this pass
 
     def _sent(self, name: str, parts: list[Part], texts: int) -> None:
         now, wall = time.perf_counter(), time.time()

@@ -342,9 +342,18 @@ class Encoding:
     """Stands in for an encoder call on its way (deployments/ingress.py): ``vectors`` is what the heads
     get; here a future of the encoder's answer, as an ObjectRef is in Serve."""
 
-    def __init__(self, rows, seconds=0.01):
-        self.vectors = asyncio.ensure_future(asyncio.sleep(seconds, {"rows": rows}))
+    def __init__(self, rows, seconds=0.01, until: asyncio.Event | None = None):
+        async def run_pass():
+            await asyncio.sleep(seconds)
+            if until:
+                await until.wait()
+            return {"rows": rows}
+
+        self.vectors = asyncio.ensure_future(run_pass())
         self.cancels = 0
+
+    async def done(self, timeout):
+        await asyncio.wait([self.vectors], timeout=timeout)
 
     def cancel(self):
         self.cancels += 1
@@ -436,6 +445,42 @@ def test_a_busy_graph_sends_what_waited_as_one_call_per_deployment_and_an_idle_o
     assert timing["texts"] == 4 and timing["wait_ms"] > 0 and timing["call_ms"] >= timing["wait_ms"]
 
 
+def test_the_encoder_runs_its_next_pass_while_the_heads_read_the_last_one():
+    """An encoder's slot frees when its pass ends, not when its heads answer: the next batch's pass runs
+    while the heads still work on the last one. One such call per slot at most, so heads slower than the
+    encoder hold it up instead of falling further behind."""
+    store, sent = Store(), []
+    release = asyncio.Event()
+
+    async def encode(refs, rows):
+        sent.append(rows)
+        return Encoding(rows, 0.0)
+
+    async def head(refs, rows, encoded):
+        await encoded[0]
+        await release.wait()
+        return reply(["head"] * sum(map(len, rows)))
+
+    async def ner(refs, rows, encoded=None):
+        return reply(["ner"] * sum(map(len, rows)))
+
+    pipe = graph(store, {"ner": ner, "sentiment": head, "summary": head}, encode)
+
+    async def go():
+        started = []
+        for text in "abc":
+            started += await pipe.start([Item(text, ("sentiment",))])
+            await asyncio.sleep(0.05)
+        passes = len(sent)  # a's and b's; c waits for a's heads
+        release.set()
+        answers = [(await pipe.finish(p)).json()["sentiment"] for p in started]
+        return passes, answers
+
+    passes, answers = asyncio.run(go())
+    assert passes == 2 and sent == [[[0]]] * 3
+    assert answers == ["head"] * 3
+
+
 def test_ner_waits_for_the_encoder_to_take_the_same_batches_but_never_long():
     """A batch goes to its deployments together: NER, free again, waits while the Encoder is busy, and then
     both take everything that waited, so their calls are as big; a stuck Encoder holds NER up only
@@ -445,7 +490,7 @@ def test_ner_waits_for_the_encoder_to_take_the_same_batches_but_never_long():
 
     async def encode(refs, rows):
         sent.append(("encoder", rows))
-        return Encoding(rows, 0.0)
+        return Encoding(rows, 0.0, until=release)  # its pass runs until release
 
     async def head(refs, rows, encoded):
         await encoded[0]
@@ -462,7 +507,7 @@ def test_ner_waits_for_the_encoder_to_take_the_same_batches_but_never_long():
 
     async def go():
         first = await pipe.start([Item("a", tasks)])
-        await asyncio.sleep(0.05)  # NER answered "a"; the Encoder's call waits for its head
+        await asyncio.sleep(0.05)  # NER answered "a"; the Encoder's pass runs on
         later = [await pipe.start([Item(t, tasks)]) for t in "bcd"]
         await asyncio.sleep(0.1)
         held = [name for name, _ in sent]  # NER is free but waits for the Encoder to take b, c, d too
