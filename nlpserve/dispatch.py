@@ -328,44 +328,41 @@ class Dispatcher:
         stage.timer = asyncio.get_running_loop().call_later(max(wait, 0.0), self._pump, name)
 
     async def _send(self, name: str, parts: list[Part], sent: float) -> None:
-        stage = self.stages[name]
+        stage, freed = self.stages[name], False
 
         def free() -> None:
-            stage.running.remove(sent)
-            self._pump(name)
+            nonlocal freed
+            if not freed:
+                freed = True
+                stage.running.remove(sent)
+                self._pump(name)
 
-        if name in self.encoders:
-            await self._encode(name, parts, free)
-            return
         try:
-            refs, rows = [p.ref for p in parts], [p.rows for p in parts]
-            await self._call(name, parts, lambda: self.tasks[name](refs, rows))
+            if name in self.encoders:
+                encoding = await self._sent_encoding(name, parts)
+                if encoding is not None:
+                    await self._heads(name, parts, encoding, free)
+            else:
+                refs, rows = [p.ref for p in parts], [p.rows for p in parts]
+                await self._call(name, parts, lambda: self.tasks[name](refs, rows))
         finally:
+            free()  # an encoder's at the latest once its heads have answered
+
+    async def _heads(self, name: str, parts: list[Part], encoding: Encoding, free: Callable[[], None]) -> None:
+        """One call per head ``parts`` carry, reading ``encoding``'s pass. ``free`` gives the encoder's
+        slot back as soon as the pass has ended; until the heads have answered, the call is one of the
+        stage's chains. The encoder call is cancelled if a head gave up or failed."""
+
+        def passed(done: asyncio.Future) -> None:
+            if not done.cancelled():
+                done.exception()  # seen: a failed pass is the heads' to tell
             free()
 
-    async def _encode(self, name: str, parts: list[Part], free: Callable[[], None]) -> None:
-        """One encoder call for ``parts`` and, with it, one call per head they carry. ``free`` gives the
-        encoder's slot back once the pass has ended, or failed, or its heads have all answered; until they
-        have, the call is one of the stage's chains. The encoder call is cancelled if a head gave up or failed."""
-        stage = self.stages[name]
-        try:
-            encoding = await self._sent_encoding(name, parts)
-        except BaseException:
-            free()
-            raise
-        if encoding is None:
-            free()
-            return
+        stage, passing = self.stages[name], None
         stage.chains += 1
-
-        def ended(passed: asyncio.Future) -> None:
-            if not passed.cancelled():
-                passed.exception()  # seen: a failed pass is the heads' to tell
-            free()
-
-        passing = asyncio.ensure_future(encoding.done(max(self.timeout(h) for p in parts for h in p.heads)))
-        passing.add_done_callback(ended)
         try:
+            passing = asyncio.ensure_future(encoding.done(max(self.timeout(h) for p in parts for h in p.heads)))
+            passing.add_done_callback(passed)
             refs = [p.ref for p in parts]
             calls = []
             for h in sorted({h for p in parts for h in p.heads}):
@@ -376,7 +373,8 @@ class Dispatcher:
             if not all(await asyncio.gather(*calls)):
                 encoding.cancel()  # a head gave up or failed: nobody else reads this pass
         finally:
-            passing.cancel()  # the heads are done: the slot goes back now if the pass has not said it ended
+            if passing is not None:
+                passing.cancel()
             stage.chains -= 1
             self._pump(name)
 

@@ -65,6 +65,9 @@ def fake_graph(seen: dict, fail: str | None = None) -> Pipeline:
         def __init__(self, rows):
             self.vectors = asyncio.ensure_future(asyncio.sleep(0, {"rows": rows}))
 
+        async def done(self, timeout):
+            await asyncio.wait([self.vectors], timeout=timeout)
+
         def cancel(self):
             self.vectors.cancel()
 
