@@ -343,7 +343,11 @@ class NERSettings(TaskSettings):
 class EncoderSettings(_Settings):
     """`user_config` of the Encoder deployment: the shared MiniLM encoder."""
 
-    torch_threads: int = Field(1, ge=1, description="Threads of the forward pass (torch or ONNX Runtime).")
+    torch_threads: int = Field(
+        2,
+        ge=1,
+        description="Threads of the forward pass: torch's, or ONNX Runtime windows side by side (a lone one on all).",
+    )
     kernel: EncoderKernel = Field(
         DEFAULT_ENCODER_KERNEL, description="The forward pass: eager torch or ONNX Runtime, float32 or dynamic int8."
     )

@@ -1,5 +1,7 @@
 """The three task classes on the real default models, without Ray."""
 
+import threading
+
 import numpy as np
 import pytest
 from samples import NEWS
@@ -211,6 +213,31 @@ def test_the_encoder_stops_between_windows_once_its_caller_gives_up(tokenizer, e
     assert stop.asked == 4  # three windows ran, the fourth was never started
     (done,) = encoder.encode([(batch, [0])], StopAfter(100))
     assert done.row(0).shape == (2002, 384)
+
+
+def test_two_threads_run_windows_side_by_side_to_the_same_vectors_and_stop_between_windows(
+    tokenizer, encoder, monkeypatch
+):
+    from nlpserve.cancel import Cancelled
+    from nlpserve.models.kernels import OnnxKernel
+
+    wide, calls, run = MiniLMEncoder(threads=2), [], OnnxKernel.__call__
+
+    def counted(kernel, ids, mask):
+        if kernel is wide.kernel:
+            calls.append(threading.get_ident())
+        return run(kernel, ids, mask)
+
+    monkeypatch.setattr(OnnxKernel, "__call__", counted)
+    batch = tokenizer([NEWS, "word " * 700, "Paris is lovely."])  # 1 + 4 + 1 windows
+    (alone,) = encoder.encode([(batch, [0, 1, 2])])
+    (side,) = wide.encode([(batch, [0, 1, 2])])
+    np.testing.assert_allclose(side.vectors, alone.vectors, atol=1e-4)
+    assert len(calls) == 6 and len(set(calls)) == 2  # one window per call, on two threads
+    calls.clear()
+    with pytest.raises(Cancelled):
+        wide.encode([(tokenizer(["word " * 2000]), [0])], StopAfter(3))  # 9 windows
+    assert len(calls) == 3  # no window started once the caller gave up
 
 
 def _spans(entity: dict) -> tuple:

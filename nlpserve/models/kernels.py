@@ -73,7 +73,8 @@ class TorchKernel:
 
 
 class OnnxKernel:
-    """ONNX Runtime on the CPU, one session with ``threads`` intra-op threads and all graph optimizations."""
+    """ONNX Runtime on the CPU, one session with ``threads`` intra-op threads and all graph optimizations.
+    Its runs may be called from several threads at once."""
 
     def __init__(self, name: str, path: Path, threads: int = 1) -> None:
         self.name = name
@@ -81,6 +82,8 @@ class OnnxKernel:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+        # Idle pool threads sleep instead of spinning: the cores are shared with the other replicas.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
