@@ -42,7 +42,7 @@ VARIANTS: dict[str, tuple[dict[str, str], dict[str, dict]]] = {
     "workers at nice 0": ({**HAPROXY, "RAY_worker_niceness": "0"}, {}),
     "replica loops": (HAPROXY, {"runtime_env": REPLICA_LOOP}),
     "batch wait 2 ms": (HAPROXY, {"Ingress": {"batch_wait_timeout_s": 0.002}}),
-    "encoder 2 threads": (HAPROXY, {"Encoder": {"torch_threads": 2}}),
+    "encoder 1 thread": (HAPROXY, {"Encoder": {"torch_threads": 1}}),
 }
 URL = "http://127.0.0.1:8000"
 

@@ -153,14 +153,15 @@ def hops(r) -> dict:
 
 
 @contextmanager
-def separate_services(max_concurrency: int | None = None):
+def separate_services(max_concurrency: int | None = None, encoder_threads: int | None = None):
     """The three services and their gateway; each service runs at most ``max_concurrency`` model calls
-    at once (None: its default, one per core)."""
+    at once (None: its default, one per core), its encoder on ``encoder_threads`` (None: the graph's)."""
     ports = {role: free_port() for role in (*TASKS, "gateway")}
     urls = {role: f"http://127.0.0.1:{p}" for role, p in ports.items()}
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     cmd = [sys.executable, "-m", "bench.services"]
     bound = ["--max-concurrency", str(max_concurrency)] if max_concurrency else []
+    bound += ["--encoder-threads", str(encoder_threads)] if encoder_threads else []
     procs = [subprocess.Popen([*cmd, t, "--port", str(ports[t]), *bound], cwd=ROOT, env=env) for t in TASKS]
     links = [a for t in TASKS for a in (f"--{t}", urls[t])]
     procs.append(subprocess.Popen([*cmd, "gateway", "--port", str(ports["gateway"]), *links], cwd=ROOT, env=env))

@@ -3,7 +3,8 @@ sentiment and summary, encoding) for itself with the same kernels as the graph, 
 gateway that calls the three in parallel. No Ray.
 
 Each service runs at most ``--max-concurrency`` model calls at once (by default one per core), as a
-competent deployment would: more clients queue instead of thrashing 40 threads on two cores.
+competent deployment would: more clients queue instead of thrashing 40 threads on two cores. Its encoder
+runs on ``--encoder-threads`` threads (by default the graph's Encoder's).
 
     python -m bench.services ner --port 8101 [--max-concurrency 2]   # or sentiment, summary
     python -m bench.services gateway --port 8100 --ner http://127.0.0.1:8101 ...
@@ -20,18 +21,18 @@ import torch
 import uvicorn
 from fastapi import FastAPI
 
-from nlpserve.schemas import TASKS, AnalyzeRequest, BatchRequest
+from nlpserve.schemas import TASKS, AnalyzeRequest, BatchRequest, EncoderSettings
 from nlpserve.tokens import Tokenizer
 
 
-def task_app(task: str, max_concurrency: int) -> FastAPI:
+def task_app(task: str, max_concurrency: int, encoder_threads: int) -> FastAPI:
     from nlpserve.models.encoder import MiniLMEncoder
     from nlpserve.models.ner import SpacyNER
     from nlpserve.models.sentiment import SentimentModel
     from nlpserve.models.summary import ExtractiveSummarizer
 
     model = {"ner": SpacyNER, "sentiment": SentimentModel, "summary": ExtractiveSummarizer}[task]()
-    encoder = MiniLMEncoder() if model.encoder else None  # a service of its own encodes for itself
+    encoder = MiniLMEncoder(threads=encoder_threads) if model.encoder else None  # each encodes for itself
     tokenizer = Tokenizer()
     app = FastAPI()
     slots = asyncio.Semaphore(max_concurrency)
@@ -88,6 +89,7 @@ def main() -> None:
     parser.add_argument("role", choices=[*TASKS, "gateway"])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--max-concurrency", type=int, default=os.cpu_count() or 1, help="model calls at once")
+    parser.add_argument("--encoder-threads", type=int, default=EncoderSettings().torch_threads)
     for task in TASKS:
         parser.add_argument(f"--{task}", help=f"{task} service URL (gateway only)")
     args = parser.parse_args()
@@ -95,7 +97,7 @@ def main() -> None:
     if args.role == "gateway":
         app = gateway_app({t: getattr(args, t) for t in TASKS})
     else:
-        app = task_app(args.role, args.max_concurrency)
+        app = task_app(args.role, args.max_concurrency, args.encoder_threads)
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
 
 
