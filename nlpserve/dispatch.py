@@ -9,8 +9,8 @@ behind it no longer than that. A *head* (a task that reads the shared encoder's 
 encoder's call: its call is sent together with the encoder's, carrying a reference to the encoder's
 answer, which the head's replica awaits itself, so the vectors go from the encoder to the heads without
 another round trip through here. An encoder's slot frees when its pass ends, not when its heads answer, so
-its next pass runs while the heads read the last one (at most one more call per slot is left waiting for
-its heads).
+its next pass runs while the heads read the last one; one such call at most is left waiting for its heads
+(each head's call waits in its replica for the pass it reads, and Serve's autoscaler counts it there).
 
 Every call is bounded by its task's timeout; a call that raises or runs out of time answers each of its
 rows with a TaskError and leaves the other tasks alone; a call nobody waits for any more is cancelled.
@@ -283,9 +283,9 @@ class Dispatcher:
     def _free(self, name: str, now: float | None = None) -> bool:
         """A slot for one more call: fewer than ``max_in_flight`` in flight, or one more once the oldest
         has run ``slow_s`` (a long text then holds up nobody behind it for longer than that). Never while
-        an encoder's heads have not answered one call per slot beyond those in flight: they are behind."""
+        an encoder's heads have not answered one call more than it may have in flight: they are behind."""
         stage, limits = self.stages[name], self.limits
-        if stage.chains >= 2 * limits.max_in_flight:
+        if stage.chains > limits.max_in_flight:
             return False
         if stage.in_flight < limits.max_in_flight:
             return True
