@@ -33,7 +33,8 @@ from nlpserve.schemas import TASKS
 
 CONCURRENCY = (1, 4, 16, 64)
 BATCHES = (1, 8, 16, 32)
-LEVELS = (1, 2)  # model calls at once per separate service (bench/services.py): the baseline's best is reported
+# Per separate service (bench/services.py): model calls at once, and its encoder's threads; the best is reported.
+LEVELS = {f"{c} call{'s' * (c > 1)}, {t} thread{'s' * (t > 1)}": (c, t) for c in (1, 2) for t in (1, 2)}
 HEADLINE = [1, 16, 64]  # clients of the wrk cross-check
 ROUNDS = 2  # of the wrk headline, graph and services alternating
 
@@ -248,8 +249,8 @@ def report(res: dict) -> str:
         f"torch {torch.__version__}. Texts: news paragraphs of {res['words']} words ({res['tokens']} tokens) "
         "on average, never sent before; all three tasks per text. The Serve graph runs as the README says "
         f"(`{' '.join(f'{k}={v}' for k, v in HAPROXY.items())} serve run config/config.yaml`); the separate "
-        f"services run at most {' or '.join(map(str, LEVELS))} model calls at once each, and their best "
-        "level is reported. The load generator shares the cores: its CPU share (of all cores) is printed "
+        "services run at most 1 or 2 model calls at once each, their encoders on 1 or 2 threads, and their "
+        "best level is reported. The load generator shares the cores: its CPU share (of all cores) is printed "
         "beside each figure.",
         "",
         "### Headline, measured with wrk (a C client), every request a new text",
@@ -284,7 +285,7 @@ def report(res: dict) -> str:
         f"{ip['c1']['p95_ms']:.1f} | {ip['c1']['p99_ms']:.1f} | {ip['c1']['req_per_s']:.1f} | - | - |",
     ]
     named = [("Serve graph", sg["concurrency"])] + [
-        (f"separate services, {level} at once", r["concurrency"]) for level, r in levels.items()
+        (f"separate services, {level}", r["concurrency"]) for level, r in levels.items()
     ]
     for name, sweep in named:
         for c, r in sweep.items():
@@ -438,9 +439,9 @@ def main() -> None:
             if first and args.locust_seconds:
                 res["locust"] = locust_run(url, args.out, args.locust_seconds)
         by_level = {}
-        for level in LEVELS:
-            print(f"round {round_ + 1}: separate services, {level} model calls at once ...", flush=True)
-            with separate_services(level) as url:
+        for level, (calls, threads) in LEVELS.items():
+            print(f"round {round_ + 1}: separate services, {level} ...", flush=True)
+            with separate_services(calls, threads) as url:
                 if first:
                     res["separate"][level] = http_modes(url, scale)
                 by_level[level] = counted_sweep(url, HEADLINE, seconds)
