@@ -339,16 +339,19 @@ class Dispatcher:
 
         try:
             if name in self.encoders:
-                encoding = await self._sent_encoding(name, parts)
+                timeout = max(self.timeout(h) for p in parts for h in p.heads)  # the encoder answers its heads
+                encoding = await self._sent_encoding(name, parts, timeout)
                 if encoding is not None:
-                    await self._heads(name, parts, encoding, free)
+                    await self._heads(name, parts, encoding, timeout, free)
             else:
                 refs, rows = [p.ref for p in parts], [p.rows for p in parts]
                 await self._call(name, parts, lambda: self.tasks[name](refs, rows))
         finally:
             free()  # an encoder's at the latest once its heads have answered
 
-    async def _heads(self, name: str, parts: list[Part], encoding: Encoding, free: Callable[[], None]) -> None:
+    async def _heads(
+        self, name: str, parts: list[Part], encoding: Encoding, timeout: float, free: Callable[[], None]
+    ) -> None:
         """One call per head ``parts`` carry, reading ``encoding``'s pass. ``free`` gives the encoder's
         slot back as soon as the pass has ended; until the heads have answered, the call is one of the
         stage's chains. The encoder call is cancelled if a head gave up or failed."""
@@ -361,7 +364,7 @@ class Dispatcher:
         stage, passing = self.stages[name], None
         stage.chains += 1
         try:
-            passing = asyncio.ensure_future(encoding.done(max(self.timeout(h) for p in parts for h in p.heads)))
+            passing = asyncio.ensure_future(encoding.done(timeout))
             passing.add_done_callback(passed)
             refs = [p.ref for p in parts]
             calls = []
@@ -378,11 +381,11 @@ class Dispatcher:
             stage.chains -= 1
             self._pump(name)
 
-    async def _sent_encoding(self, name: str, parts: list[Part]) -> Encoding | None:
-        """The encoder call for ``parts``, once sent; None if it could not be (each head is told why)."""
+    async def _sent_encoding(self, name: str, parts: list[Part], timeout: float) -> Encoding | None:
+        """The encoder call for ``parts``, once sent within ``timeout``; None if it could not be (each head
+        is told why)."""
         texts = sum(len(p.rows) for p in parts)
         self._sent(name, parts, texts)
-        timeout = max(self.timeout(h) for p in parts for h in p.heads)
         span = tracing.begin("encode", [s for p in parts for s in p.spans], tracing.PRODUCER)
         try:
             with tracing.using(span):  # Serve sends the current span's context with the call

@@ -111,20 +111,19 @@ class MiniLMEncoder:
     def _run(self, pieces: list, pad_id: int, stop: Stop | None) -> Iterator[tuple[list[int], np.ndarray]]:
         """Each model call's pieces and hidden states, ``workers`` calls at a time; a stop is seen
         before each call."""
-        seqs = [piece.ids for piece in pieces]
-        if self.workers == 1 or len(pieces) == 1:
-            for index, ids, mask in padded_batches(seqs, pad_id, self.max_batch_tokens, stop):
-                yield index, self.kernel(ids.numpy(), mask.numpy())
-            return
 
         def run(batch: tuple) -> tuple[list[int], np.ndarray]:
             index, ids, mask = batch
             check(stop)
             return index, self.kernel(ids.numpy(), mask.numpy())
 
+        batches = padded_batches([piece.ids for piece in pieces], pad_id, self.max_batch_tokens)
+        if self.workers == 1 or len(pieces) == 1:
+            yield from map(run, batches)
+            return
         # Threads of this call only: a short call beside a long one is not queued behind its windows.
         with ThreadPoolExecutor(self.workers) as pool:
-            yield from pool.map(run, padded_batches(seqs, pad_id, self.max_batch_tokens))
+            yield from pool.map(run, batches)
 
     def encode(self, calls: list[tuple[TokenBatch, list[int]]], stop: Stop | None = None) -> list[EncodedBatch]:
         """One pass over the given rows of several batches (one model call, long ones windowed):
