@@ -27,6 +27,9 @@ FAST = {
     "downscale_delay_s": 5,
 }
 SMALL = {"ray_actor_options": {"num_cpus": 0.05}}
+# A head's call waits in its replica for the pass it reads, so at the Encoder's target a head looks at least
+# as busy as the Encoder: as in config/autoscale.yaml, the heads target twice the Encoder's calls.
+HEADS = {**FAST, "target_ongoing_requests": 2 * FAST["target_ongoing_requests"]}
 
 
 def _replicas() -> dict[str, int]:
@@ -49,14 +52,15 @@ def test_sentiment_only_load_scales_what_carries_it_and_leaves_ner_and_summary_a
     """Sentiment is a small head over the shared encoder: under sentiment-only load the Encoder does
     the work and scales up; NER and Summary, with no load, stay at one replica; all come back down."""
     options = {"autoscaling_config": FAST, **SMALL}
+    heads = {"autoscaling_config": HEADS, **SMALL}
     # As config/autoscale.yaml: the ingress keeps max_replicas x target calls in flight per deployment, so
     # the autoscaler sees the load (with the default, 1, the work would wait in the ingress instead).
     in_flight = FAST["max_replicas"] * FAST["target_ongoing_requests"]
     user_config = {"result_cache_bytes": 0, "max_calls_in_flight": in_flight}
     app = Ingress.options(name="AutoIngress", user_config=user_config, **SMALL).bind(
         NER.options(**options).bind(),
-        Sentiment.options(**options).bind(),
-        Summary.options(**options).bind(),
+        Sentiment.options(**heads).bind(),
+        Summary.options(**heads).bind(),
         Encoder.options(**options).bind(),  # sentiment's encoder: it carries the load with the head
     )
     serve.run(app, name="auto", route_prefix="/auto")
