@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -45,6 +46,15 @@ def test_nlpserve_runs_without_ray_outside_on_ray():
         "print(sorted(k for k in sys.modules if k == 'ray' or k.startswith('ray.')))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_the_ingress_imports_neither_torch_nor_transformers():
+    """The ingress tokenizes with the tokenizers library from each task's tokenizer.json: torch and
+    transformers would add ~4.5 s of CPU to every ingress replica's start."""
+    code = "import sys, deployments.ingress\nprint(sorted(k for k in ('torch', 'transformers') if k in sys.modules))"
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
 
