@@ -31,7 +31,8 @@ from nlpserve.on_ray.local import ROOT
 
 # What `serve run` needs in its environment for the recommended setup (README): HAProxy in front.
 HAPROXY = {"RAY_SERVE_ENABLE_HA_PROXY": "1"}
-REPLICA_LOOP = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0", "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0"}
+# Serve's default, which config/config.yaml turns off: user code and the router each on a loop of its own thread.
+SEPARATE_LOOPS = {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "1", "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "1"}
 VARIANTS: dict[str, tuple[dict[str, str], dict[str, dict]]] = {
     # name: (environment, {deployment: user_config overrides, or "runtime_env": the app's env_vars})
     "default": (HAPROXY, {}),
@@ -40,7 +41,7 @@ VARIANTS: dict[str, tuple[dict[str, str], dict[str, dict]]] = {
     "2 calls in flight": (HAPROXY, {"Ingress": {"max_calls_in_flight": 2}}),
     "4 calls in flight": (HAPROXY, {"Ingress": {"max_calls_in_flight": 4}}),
     "workers at nice 0": ({**HAPROXY, "RAY_worker_niceness": "0"}, {}),
-    "replica loops": (HAPROXY, {"runtime_env": REPLICA_LOOP}),
+    "separate loops": (HAPROXY, {"runtime_env": SEPARATE_LOOPS}),
     "batch wait 2 ms": (HAPROXY, {"Ingress": {"batch_wait_timeout_s": 0.002}}),
     "encoder 1 thread": (HAPROXY, {"Encoder": {"torch_threads": 1}}),
 }
