@@ -38,6 +38,7 @@ class TaskReplica(Configured):
         self.model: TaskModel | None = None
         self.models: list[TaskModel] = []  # free ones, one per pass: a model serves one call at a time
         self.loaded: tuple | None = None
+        self.reads: Inputs | None = None
         self.device = torch.device("cpu")
         self.lock = asyncio.Semaphore(self.passes)
 
@@ -58,6 +59,9 @@ class TaskReplica(Configured):
             for model in self.models:
                 model.configure(settings)
         self.model_info = model_entry(self.model, settings, str(self.device))
+        # Found as the model loads, not at the ingress's first question (the default tokenizer's spec
+        # loads transformers): a new replica answers /readyz and its first request at once.
+        self.reads = Inputs(self.model.spec, self.model.encoder)
 
     async def __call__(self, refs: list, rows: list[list[int]], encoded: list | None = None) -> Reply:
         """Results for ``rows[i]`` of the TokenBatch behind each ``refs[i]``, in order (a ref with no rows
@@ -142,7 +146,7 @@ class TaskReplica(Configured):
     def inputs(self) -> Inputs:
         """What this replica's model reads: the ingress groups tasks by tokenizer and encoder."""
         self._ready()
-        return Inputs(self.model.spec, self.model.encoder)
+        return self.reads
 
     def info(self) -> dict:
         self._ready()

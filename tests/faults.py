@@ -10,8 +10,18 @@ from nlpserve.tokens import default_spec
 from nlpserve.topology import Inputs
 
 
+class Reads:
+    """What a stand-in reads, found as it starts, as a real task replica finds it when its model loads."""
+
+    def __init__(self) -> None:
+        self.reads = Inputs(default_spec())
+
+    def inputs(self) -> Inputs:
+        return self.reads
+
+
 @serve.deployment(name="BrokenNER", ray_actor_options={"num_cpus": 0}, graceful_shutdown_timeout_s=1)
-class BrokenNER:
+class BrokenNER(Reads):
     async def __call__(self, refs: list, rows: list[list[int]], encoded: list | None = None) -> Reply:
         await refs[0]
         raise RuntimeError("NER model crashed")
@@ -19,12 +29,9 @@ class BrokenNER:
     def info(self) -> dict:
         return {"name": "broken", "version": "0", "checksum": "0"}
 
-    def inputs(self) -> Inputs:
-        return Inputs(default_spec())
-
 
 @serve.deployment(name="StuckSummary", ray_actor_options={"num_cpus": 0}, graceful_shutdown_timeout_s=1)
-class StuckSummary:
+class StuckSummary(Reads):
     async def __call__(self, refs: list, rows: list[list[int]], encoded: list | None = None) -> Reply:
         await asyncio.sleep(300)
         raise AssertionError("a stuck task never answers")
@@ -32,15 +39,13 @@ class StuckSummary:
     def info(self) -> dict:
         return {"name": "stuck", "version": "0", "checksum": "0"}
 
-    def inputs(self) -> Inputs:
-        return Inputs(default_spec())
-
 
 @serve.deployment(name="SlowNER", ray_actor_options={"num_cpus": 0}, graceful_shutdown_timeout_s=1)
-class SlowNER:
+class SlowNER(Reads):
     """Takes 1 s a call, finds no entities, and remembers how many texts each call held."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.texts: list[int] = []
 
     async def __call__(self, refs: list, rows: list[list[int]], encoded: list | None = None) -> Reply:
@@ -54,9 +59,6 @@ class SlowNER:
 
     def info(self) -> dict:
         return {"name": "slow", "version": "0", "checksum": "0"}
-
-    def inputs(self) -> Inputs:
-        return Inputs(default_spec())
 
 
 def cache_app(args: dict):
