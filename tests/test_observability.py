@@ -222,3 +222,12 @@ def test_a_replica_whose_reconfigure_failed_fails_its_health_check_until_one_suc
     monkeypatch.setattr(r, "_configure", lambda config: None)  # a reconfigure that succeeds, without a model load
     asyncio.run(r.reconfigure({}))
     r.check_health()
+
+
+def test_a_task_replica_knows_what_it_reads_once_its_model_loads(monkeypatch):
+    """The ingress asks at /readyz and before the first request; the answer must not wait for a tokenizer
+    to load then (the default spec loads transformers), on the first request's clock."""
+    r = Summary()
+    asyncio.run(r.reconfigure({}))
+    monkeypatch.setattr(type(r.model), "spec", property(lambda model: pytest.fail("spec read at the question")))
+    assert r.inputs() == Inputs(default_spec(), r.model.encoder)
