@@ -45,7 +45,11 @@ async def _load(url: str, body: Callable[[int], dict], concurrency: int, request
             for i in counter:
                 b = body(i)
                 start = time.perf_counter()
-                r = await client.post(url, json=b)
+                try:
+                    r = await client.post(url, json=b)
+                except httpx.TransportError:  # a dropped connection is one failed request, not the run's end
+                    result.errors += 1
+                    continue
                 if r.status_code != 200:
                     result.errors += 1
                     continue
