@@ -34,7 +34,8 @@ from nlpserve.schemas import TASKS
 CONCURRENCY = (1, 4, 16, 64)
 BATCHES = (1, 8, 16, 32)
 # Per separate service (bench/services.py): model calls at once, and its encoder's threads; the best is reported.
-LEVELS = {f"{c} call{'s' * (c > 1)}, {t} thread{'s' * (t > 1)}": (c, t) for c in (1, 2) for t in (1, 2)}
+CALLS, THREADS = (1, 2), (1, 2)
+LEVELS = {f"{c} call{'s' * (c > 1)}, {t} thread{'s' * (t > 1)}": (c, t) for c in CALLS for t in THREADS}
 HEADLINE = [1, 16, 64]  # clients of the wrk cross-check
 ROUNDS = 2  # of the wrk headline, graph and services alternating
 
@@ -249,9 +250,9 @@ def report(res: dict) -> str:
         f"torch {torch.__version__}. Texts: news paragraphs of {res['words']} words ({res['tokens']} tokens) "
         "on average, never sent before; all three tasks per text. The Serve graph runs as the README says "
         f"(`{' '.join(f'{k}={v}' for k, v in HAPROXY.items())} serve run config/config.yaml`); the separate "
-        "services run at most 1 or 2 model calls at once each, their encoders on 1 or 2 threads, and their "
-        "best level is reported. The load generator shares the cores: its CPU share (of all cores) is printed "
-        "beside each figure.",
+        f"services run at most {' or '.join(map(str, CALLS))} model calls at once each, their encoders on "
+        f"{' or '.join(map(str, THREADS))} threads, and their best level is reported. The load generator "
+        "shares the cores: its CPU share (of all cores) is printed beside each figure.",
         "",
         "### Headline, measured with wrk (a C client), every request a new text",
         "",
