@@ -44,6 +44,7 @@ VARIANTS: dict[str, tuple[dict[str, str], dict[str, dict]]] = {
     "separate loops": (HAPROXY, {"runtime_env": SEPARATE_LOOPS}),
     "batch wait 2 ms": (HAPROXY, {"Ingress": {"batch_wait_timeout_s": 0.002}}),
     "encoder 1 thread": (HAPROXY, {"Encoder": {"torch_threads": 1}}),
+    "window on 2 threads": (HAPROXY, {"Encoder": {"window_threads": 2}}),
 }
 URL = "http://127.0.0.1:8000"
 

@@ -53,7 +53,7 @@ def in_process(reps: int, threads: int) -> dict:
     from nlpserve.tokens import Tokenizer
 
     torch.set_num_threads(threads)
-    encoder = MiniLMEncoder(threads=threads)
+    encoder = MiniLMEncoder(threads=threads, window_threads=threads)  # a lone text's window on all of them
     tokenizer = Tokenizer()
     ner = SpacyNER()
     heads = {"sentiment": SentimentModel(), "summary": ExtractiveSummarizer()}

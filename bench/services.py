@@ -32,7 +32,8 @@ def task_app(task: str, max_concurrency: int, encoder_threads: int) -> FastAPI:
     from nlpserve.models.summary import ExtractiveSummarizer
 
     model = {"ner": SpacyNER, "sentiment": SentimentModel, "summary": ExtractiveSummarizer}[task]()
-    encoder = MiniLMEncoder(threads=encoder_threads) if model.encoder else None  # each encodes for itself
+    # Each encodes for itself; a service's call is one text, so its threads all go to its window.
+    encoder = MiniLMEncoder(threads=encoder_threads, window_threads=encoder_threads) if model.encoder else None
     tokenizer = Tokenizer()
     app = FastAPI()
     slots = asyncio.Semaphore(max_concurrency)

@@ -55,10 +55,11 @@ class Encoder(Configured):
 
     def _configure(self, config: dict) -> None:
         settings = EncoderSettings(**config)
-        if (settings.kernel, settings.torch_threads) != self.loaded:
+        load_key = (settings.kernel, settings.torch_threads, settings.window_threads)
+        if load_key != self.loaded:
             model = build_encoder(settings)
             model.to(choose_device(ray.get_gpu_ids()))
-            self.model, self.loaded = model, (settings.kernel, settings.torch_threads)
+            self.model, self.loaded = model, load_key
         self.run.set_max_batch_size(settings.max_batch_size)
 
     # No wait: a lone call runs at once, and calls that arrive during a pass form the next one (the

@@ -346,7 +346,10 @@ class EncoderSettings(_Settings):
     torch_threads: int = Field(
         2,
         ge=1,
-        description="Threads of the forward pass: torch's, or ONNX Runtime windows side by side (a lone one on all).",
+        description="Threads of the forward pass: torch's, or ONNX Runtime windows side by side.",
+    )
+    window_threads: int = Field(
+        1, ge=1, description="ONNX Runtime threads of one window (intra-op); 1: each window on one thread."
     )
     kernel: EncoderKernel = Field(
         DEFAULT_ENCODER_KERNEL, description="The forward pass: eager torch or ONNX Runtime, float32 or dynamic int8."

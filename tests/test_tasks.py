@@ -219,9 +219,16 @@ def test_two_threads_run_windows_side_by_side_to_the_same_vectors_and_stop_betwe
     tokenizer, encoder, monkeypatch
 ):
     from nlpserve.cancel import Cancelled
+    from nlpserve.models import build_encoder
     from nlpserve.models.kernels import OnnxKernel
+    from nlpserve.schemas import EncoderSettings
 
-    wide, calls, run = MiniLMEncoder(threads=2), [], OnnxKernel.__call__
+    def window_threads(model: MiniLMEncoder) -> int:
+        return model.kernel.session.get_session_options().intra_op_num_threads
+
+    wide, calls, run = build_encoder(EncoderSettings()), [], OnnxKernel.__call__
+    assert (wide.workers, window_threads(wide)) == (2, 1)  # the served default: one ORT thread per window
+    assert window_threads(build_encoder(EncoderSettings(window_threads=2))) == 2
 
     def counted(kernel, ids, mask):
         if kernel is wide.kernel:

@@ -92,4 +92,6 @@ def model_entry(model: TaskModel, settings: TaskSettings, device: str) -> dict:
 
 def build_encoder(settings: EncoderSettings) -> EncoderModel:
     """The shared encoder ``settings`` describe (one today: MiniLM, on the kernel they name)."""
-    return _backend("encoder", "MiniLMEncoder")(kernel=settings.kernel, threads=settings.torch_threads)
+    return _backend("encoder", "MiniLMEncoder")(
+        kernel=settings.kernel, threads=settings.torch_threads, window_threads=settings.window_threads
+    )

@@ -14,7 +14,7 @@ from transformers import AutoConfig
 
 from nlpserve.cancel import Stop, check
 from nlpserve.errors import EncoderMismatch
-from nlpserve.models.kernels import DEFAULT_KERNEL, OnnxKernel, TorchKernel, load_kernel
+from nlpserve.models.kernels import DEFAULT_KERNEL, TorchKernel, load_kernel
 from nlpserve.models.windows import check_stride, padded_batches, window_pieces
 from nlpserve.resources import checksum, minilm_dir
 from nlpserve.tokens import EncodedBatch, TokenBatch, TokenizerSpec, default_spec
@@ -40,8 +40,10 @@ class MiniLMEncoder:
     here at a sentence-vector cosine of ~0.99 to torch float32 (docs/performance.md). Every kernel but
     torch float32 runs each window alone: on one CPU thread padding batches gains nothing, and an int8
     kernel's activation scales would then depend on the other texts of the batch. With ``threads`` > 1 an
-    ONNX kernel runs that many windows side by side, one thread each, and a lone window on all of them
-    (a 2-core machine: ~1.9x the windows per second, a lone window ~1.3x sooner).
+    ONNX kernel runs that many windows side by side (a 2-core machine: ~1.9x the windows per second), each
+    on ``window_threads`` of ONNX Runtime's (intra-op). One is the default: a lone window on two threads ends
+    ~1.3x sooner for ~15-45 % more CPU, and two windows side by side on a shared pool of two slowed the
+    served graph at 16 clients (docs/performance.md). The torch kernels run on ``threads`` of torch's.
     """
 
     def __init__(
@@ -49,6 +51,7 @@ class MiniLMEncoder:
         path: str | Path | None = None,
         kernel: str = DEFAULT_KERNEL,
         threads: int = 1,
+        window_threads: int = 1,
         max_length: int = 256,
         stride: int = 32,
         max_batch_tokens: int = 8192,
@@ -58,9 +61,10 @@ class MiniLMEncoder:
         self.window = min(max_length, config.max_position_embeddings)  # positions per call, specials included
         check_stride(self.window - 2, stride)
         self.stride = stride
-        self.kernel = load_kernel(kernel, Path(self.path), threads)
+        onnx = kernel in ("onnx", "onnx-int8")
+        self.kernel = load_kernel(kernel, Path(self.path), window_threads if onnx else threads)
         self.max_batch_tokens = max_batch_tokens if kernel == "torch" else 0  # 0: one window per call
-        self.workers = threads if isinstance(self.kernel, OnnxKernel) else 1  # torch threads itself
+        self.workers = threads if onnx else 1  # torch threads itself
         self.dim = config.hidden_size
         self.device = torch.device("cpu")
         self.key = encoder_key(self.path, default_spec().fingerprint)
