@@ -99,7 +99,9 @@ def main() -> None:
         app = gateway_app({t: getattr(args, t) for t in TASKS})
     else:
         app = task_app(args.role, args.max_concurrency, args.encoder_threads)
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning")
+    # Idle connections outlive the gateway's (httpx drops its own after 5 s, uvicorn's default here too): the
+    # gateway never sends on one the service is closing (an httpx ReadError, a lost request, in python -m bench).
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", timeout_keep_alive=30)
 
 
 if __name__ == "__main__":
