@@ -14,7 +14,7 @@ from transformers import AutoConfig
 
 from nlpserve.cancel import Stop, check
 from nlpserve.errors import EncoderMismatch
-from nlpserve.models.kernels import DEFAULT_KERNEL, TorchKernel, load_kernel
+from nlpserve.models.kernels import DEFAULT_KERNEL, ONNX_KERNELS, TorchKernel, load_kernel
 from nlpserve.models.windows import check_stride, padded_batches, window_pieces
 from nlpserve.resources import checksum, minilm_dir
 from nlpserve.tokens import EncodedBatch, TokenBatch, TokenizerSpec, default_spec
@@ -61,7 +61,7 @@ class MiniLMEncoder:
         self.window = min(max_length, config.max_position_embeddings)  # positions per call, specials included
         check_stride(self.window - 2, stride)
         self.stride = stride
-        onnx = kernel in ("onnx", "onnx-int8")
+        onnx = kernel in ONNX_KERNELS
         self.kernel = load_kernel(kernel, Path(self.path), window_threads if onnx else threads)
         self.max_batch_tokens = max_batch_tokens if kernel == "torch" else 0  # 0: one window per call
         self.workers = threads if onnx else 1  # torch threads itself

@@ -27,6 +27,7 @@ from nlpserve.resources import checksum
 from nlpserve.schemas import DEFAULT_ENCODER_KERNEL, EncoderKernel
 
 KERNELS = get_args(EncoderKernel)
+ONNX_KERNELS = ("onnx", "onnx-int8")  # the others are torch's
 DEFAULT_KERNEL = DEFAULT_ENCODER_KERNEL
 OPSET = 17
 # Bump when the export or quantization recipe changes, so stale cached files are not reused.
@@ -185,7 +186,7 @@ def load_kernel(name: str, model_dir: Path, threads: int = 1, cache: Path | None
     """The kernel called ``name`` (one of KERNELS) for the model in ``model_dir``."""
     if name in ("torch", "torch-int8"):
         return TorchKernel(Path(model_dir), threads, int8=name == "torch-int8")
-    if name in ("onnx", "onnx-int8"):
+    if name in ONNX_KERNELS:
         variant = "int8" if name == "onnx-int8" else "fp32"
         return OnnxKernel(name, ensure_onnx(model_dir, variant, cache), threads)
     raise ValueError(f"unknown kernel {name!r}, expected one of {', '.join(KERNELS)}")
