@@ -55,11 +55,10 @@ class Encoder(Configured):
 
     def _configure(self, config: dict) -> None:
         settings = EncoderSettings(**config)
-        load_key = (settings.kernel, settings.torch_threads, settings.window_threads)
-        if load_key != self.loaded:
+        if settings.load_key != self.loaded:
             model = build_encoder(settings)
             model.to(choose_device(ray.get_gpu_ids()))
-            self.model, self.loaded = model, load_key
+            self.model, self.loaded = model, settings.load_key
         self.run.set_max_batch_size(settings.max_batch_size)
 
     # No wait: a lone call runs at once, and calls that arrive during a pass form the next one (the

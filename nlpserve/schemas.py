@@ -358,6 +358,11 @@ class EncoderSettings(_Settings):
         16, ge=1, description="Calls joined into one encoder pass (Serve batching); at most max_ongoing_requests."
     )
 
+    @property
+    def load_key(self) -> tuple:
+        """What a new encoder must be loaded for when it changes (as TaskSettings.load_key)."""
+        return self.kernel, self.torch_threads, self.window_threads
+
 
 class SentimentSettings(TaskSettings):
     pass
