@@ -51,17 +51,18 @@ class Echo:
 @serve.deployment(ray_actor_options={"num_cpus": 0})
 class Caller:
     def __init__(self, echo) -> None:
+        tokens = np.arange(300, dtype=np.int32)  # a ~100-token text's ids, offsets and word ids
+        refs = [ray.put(tokens)]
+        # Per kind of call: the call and what it carries.
         self.calls = {
-            "serve handle": echo.remote,
-            "serve gRPC": echo.options(_by_reference=False).remote,
-            "actor call": PlainEcho.remote().call.remote,
+            "serve handle": (echo.remote, refs),
+            "serve gRPC": (echo.options(_by_reference=False).remote, tokens),
+            "actor call": (PlainEcho.remote().call.remote, refs),
         }
-        self.tokens = np.arange(300, dtype=np.int32)  # a ~100-token text's ids, offsets and word ids
-        self.ref = ray.put(self.tokens)
 
     async def run(self, kind: str, n: int) -> float:
         """Seconds per call of ``n`` calls of ``kind``, one at a time."""
-        call, arg = self.calls[kind], self.tokens if kind == "serve gRPC" else [self.ref]
+        call, arg = self.calls[kind]
         start = time.perf_counter()
         for _ in range(n):
             await call(arg)
